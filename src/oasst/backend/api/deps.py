@@ -1,0 +1,88 @@
+"""Named dependencies shared by every router."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+
+from oasst.backend.db import Database
+from oasst.backend.errors import ErrorCode, OasstError
+from oasst.backend.models import ApiClient
+from oasst.backend.ratelimit import RateLimiter
+from oasst.backend.services import clients as clients_service
+from oasst.backend.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.database  # type: ignore[no-any-return]
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    return request.app.state.rate_limiter  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
+def get_api_key(
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+    api_key: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> str | None:
+    return x_api_key or api_key
+
+
+def get_api_client(
+    request: Request, database: DatabaseDep, key: Annotated[str | None, Depends(get_api_key)]
+) -> ApiClient:
+    cache = request.app.state.api_client_cache
+    client = cache.get(key) if key else None
+    if client is None:
+        client = database.read(lambda s: clients_service.authorize_api_client(s, key))
+        cache.put(key, client)
+    return client  # type: ignore[no-any-return]
+
+
+def get_trusted_api_client(client: Annotated[ApiClient, Depends(get_api_client)]) -> ApiClient:
+    return clients_service.require_trusted(client)
+
+
+def get_root_token(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    token = (authorization or "").removeprefix("Bearer ").strip()
+    allowed = {t.get_secret_value() for t in settings.root_tokens}
+    if not token or token not in allowed:
+        raise OasstError(
+            "A root token is required: send 'Authorization: Bearer <token>' with a token from OASST_ROOT_TOKENS.",
+            ErrorCode.ROOT_TOKEN_NOT_AUTHORIZED,
+            HTTPStatus.FORBIDDEN,
+        )
+    return token
+
+
+def get_frontend_user_header(
+    x_oasst_user: Annotated[str | None, Header(alias="x-oasst-user")] = None,
+    oasst_user: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> tuple[str, str] | None:
+    """The reading user, as ``<auth_method>:<username>`` (only enriches responses)."""
+    value = x_oasst_user or oasst_user
+    if not value:
+        return None
+    auth_method, sep, username = value.partition(":")
+    if not sep or not username:
+        raise OasstError(
+            "x-oasst-user must look like '<auth_method>:<username>'.", ErrorCode.AUTH_AND_USERNAME_REQUIRED
+        )
+    return auth_method, username
+
+
+ApiClientDep = Annotated[ApiClient, Depends(get_api_client)]
+TrustedClientDep = Annotated[ApiClient, Depends(get_trusted_api_client)]
+RootTokenDep = Annotated[str, Depends(get_root_token)]
+FrontendUserDep = Annotated[tuple[str, str] | None, Depends(get_frontend_user_header)]

@@ -1,0 +1,135 @@
+"""The backend application: ``create_app(settings)`` builds it; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from oasst import __version__
+from oasst.backend.db import Database, make_engine
+from oasst.backend.errors import ErrorCode, OasstError
+from oasst.backend.migrate import upgrade
+from oasst.backend.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from oasst.backend.settings import Settings
+
+log = logging.getLogger("oasst.backend")
+
+
+class TtlCache:
+    """A tiny thread-safe cache (API key -> client) so every request does not look its key up."""
+
+    def __init__(self, ttl_sec: float = 10.0) -> None:
+        self._ttl = ttl_sec
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None or time.monotonic() - hit[0] > self._ttl:
+                return None
+            return hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[key] = (time.monotonic(), value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter:
+    if settings.redis_url:
+        limiter = RedisRateLimiter(settings.redis_url)
+        limiter.ping()
+        return limiter
+    return MemoryRateLimiter()
+
+
+def create_app(settings: Settings, *, database: Database | None = None, migrate: bool = True) -> FastAPI:
+    """Build the backend. ``database`` may be injected (tests); otherwise it is made from settings."""
+    db = database or Database(make_engine(settings), max_retries=settings.db_max_tx_retries)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from oasst.backend.startup import on_startup
+
+        if migrate:
+            upgrade(db.engine)
+        stop = on_startup(app)
+        try:
+            yield
+        finally:
+            stop()
+            if database is None:
+                db.dispose()
+
+    app = FastAPI(
+        title="oasst backend",
+        version=__version__,
+        description="Open Assistant compatible data-collection API.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.database = db
+    app.state.rate_limiter = make_rate_limiter(settings)
+    app.state.api_client_cache = TtlCache()
+    _install_error_handlers(app)
+
+    from oasst.backend.api.router import api_router
+
+    app.include_router(api_router, prefix="/api/v1")
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+def _error(status: int, code: ErrorCode | int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"message": message, "error_code": int(code), **extra})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OasstError)
+    async def _oasst_error(_: Request, exc: OasstError) -> JSONResponse:
+        return _error(exc.http_status, exc.error_code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"Invalid request: {where}: {first.get('msg', 'validation failed')}"
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+        return _error(
+            HTTPStatus.UNPROCESSABLE_ENTITY, ErrorCode.REQUEST_VALIDATION_FAILED, message, detail=detail
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ErrorCode.GENERIC_ERROR
+        )
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _error(HTTPStatus.INTERNAL_SERVER_ERROR, ErrorCode.SERVER_ERROR0, "Internal server error.")
