@@ -115,13 +115,13 @@ class MessageTreeStateResponse(BaseModel):
     won_prompt_lottery_date: datetime | None = None
 
 
-class LabelWidget(str, enum.Enum):
+class LabelWidget(enum.StrEnum):
     yes_no = "yes_no"
     flag = "flag"
     likert = "likert"
 
 
-class TextLabel(str, enum.Enum):
+class TextLabel(enum.StrEnum):
     """Every label a message can get. Values are floats in [0, 1]."""
 
     spam = "spam"
@@ -199,7 +199,7 @@ class ValidLabelsResponse(BaseModel):
     valid_labels: list[LabelDescription]
 
 
-class EmojiCode(str, enum.Enum):
+class EmojiCode(enum.StrEnum):
     thumbs_up = "+1"
     thumbs_down = "-1"
     red_flag = "red_flag"
@@ -216,7 +216,7 @@ class EmojiCode(str, enum.Enum):
     skip_labeling = "_skip_labeling"
 
 
-class EmojiOp(str, enum.Enum):
+class EmojiOp(enum.StrEnum):
     togggle = "toggle"  # sic: the original's member name; the wire value is "toggle"
     add = "add"
     remove = "remove"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from oasst.protocol.common import Conversation, ConversationMessage, LabelDescription, TextLabel, User
 
 
-class TaskRequestType(str, enum.Enum):
+class TaskRequestType(enum.StrEnum):
     random = "random"
     summarize_story = "summarize_story"
     rate_summary = "rate_summary"
@@ -83,12 +83,12 @@ class RankAssistantRepliesTask(_RankRepliesTask):
     type: Literal["rank_assistant_replies"] = "rank_assistant_replies"
 
 
-class LabelTaskMode(str, enum.Enum):
+class LabelTaskMode(enum.StrEnum):
     simple = "simple"
     full = "full"
 
 
-class LabelTaskDisposition(str, enum.Enum):
+class LabelTaskDisposition(enum.StrEnum):
     quality = "quality"
     spam = "spam"
 

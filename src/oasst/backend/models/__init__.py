@@ -20,6 +20,7 @@ __all__ = [
     "MessageReaction",
     "MessageRevision",
     "MessageTreeState",
+    "Task",
     "TextLabels",
     "TreeState",
     "TrollStats",
