@@ -130,12 +130,11 @@ def run_transaction(factory: sessionmaker[Session], work: Callable[[Session], T]
 
 @contextmanager
 def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session for reads; rolled back at the end."""
+    """A session for reads; closed (its transaction rolled back) at the end, objects stay loaded."""
     session = factory()
     try:
         yield session
     finally:
-        session.rollback()
         session.close()
 
 

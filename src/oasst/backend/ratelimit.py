@@ -22,6 +22,10 @@ class RateLimiter(Protocol):
         """Count one request under ``key``; return seconds to wait if over the limit, else 0."""
         ...
 
+    def exhausted(self, key: str, limit: Limit) -> bool:
+        """Whether the next request under ``key`` would go over the limit (counts nothing)."""
+        ...
+
     def reset(self) -> None: ...
 
 
@@ -45,6 +49,11 @@ class MemoryRateLimiter:
             if count > limit.requests:
                 return max(1, int(limit.interval_sec - (now - start)) + 1)
             return 0
+
+    def exhausted(self, key: str, limit: Limit) -> bool:
+        with self._lock:
+            start, count = self._windows.get(key, (0.0, 0))
+            return time.monotonic() - start < limit.interval_sec and count >= limit.requests
 
     def _evict(self, now: float, horizon: int) -> None:
         for key in [k for k, (start, _) in self._windows.items() if now - start >= horizon]:
@@ -74,6 +83,10 @@ class RedisRateLimiter:
         if int(count) > limit.requests:
             return max(1, (int(ttl_ms) + 999) // 1000)
         return 0
+
+    def exhausted(self, key: str, limit: Limit) -> bool:
+        value = self._redis.get(f"{self._prefix}{limit.interval_sec}:{key}")
+        return value is not None and int(value) >= limit.requests  # type: ignore[arg-type]
 
     def reset(self) -> None:
         for key in self._redis.scan_iter(f"{self._prefix}*"):

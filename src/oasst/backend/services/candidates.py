@@ -1,0 +1,263 @@
+"""The dispenser's candidate queries: what a user may work on next, in one language.
+
+Every query applies the original's exclusions (no self-review or self-ranking, no repeats, skipped
+items hidden, depth and children limits, one prompter reply under an assistant message) plus
+reservations the original lacked: open tasks count against the remaining reviews, rankings, replies
+and tree size, so concurrent volunteers are not all sent to the same last slot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from oasst.backend.models import (
+    Message,
+    MessageEmoji,
+    MessageReaction,
+    MessageTreeState,
+    Task,
+    TextLabels,
+    TreeState,
+)
+from oasst.backend.services.tree_manager import RANKING_PAYLOAD, ranked_roles
+from oasst.backend.settings import TreeManagerConfiguration
+
+LABEL_TASK_TYPES = ("label_initial_prompt", "label_prompter_reply", "label_assistant_reply")
+REPLY_TASK_TYPES = ("prompter_reply", "assistant_reply")
+RANK_TASK_TYPES = ("rank_prompter_replies", "rank_assistant_replies")
+CANDIDATE_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who asks, in which language, and the cut-off of "recent" open tasks."""
+
+    user_id: uuid.UUID
+    lang: str
+    recent_since: datetime
+
+
+def _open_tasks(target: object, types: tuple[str, ...], since: datetime) -> object:
+    return (
+        select(func.count())
+        .where(
+            Task.parent_message_id == target,
+            Task.task_type.in_(types),
+            Task.done.is_(False),
+            Task.skipped.is_(False),
+            Task.created_date >= since,
+        )
+        .scalar_subquery()
+    )
+
+
+def _user_has_open_task(target: object, types: tuple[str, ...], scope: Scope) -> object:
+    return exists().where(
+        Task.parent_message_id == target,
+        Task.task_type.in_(types),
+        Task.user_id == scope.user_id,
+        Task.done.is_(False),
+        Task.skipped.is_(False),
+        Task.created_date >= scope.recent_since,
+    )
+
+
+def _skipped(target: object, emoji: str, scope: Scope) -> object:
+    return exists().where(
+        MessageEmoji.message_id == target, MessageEmoji.user_id == scope.user_id, MessageEmoji.emoji == emoji
+    )
+
+
+def messages_needing_review(
+    session: Session,
+    scope: Scope,
+    cfg: TreeManagerConfiguration,
+    *,
+    roots: bool,
+    limit: int = CANDIDATE_LIMIT,
+) -> list[uuid.UUID]:
+    """Prompts in review (``roots``) or replies of growing trees that this user may label."""
+    required = cfg.num_reviews_initial_prompt if roots else cfg.num_reviews_reply
+    state = TreeState.INITIAL_PROMPT_REVIEW if roots else TreeState.GROWING
+    join_on = (
+        (MessageTreeState.message_tree_id == Message.id)
+        if roots
+        else (MessageTreeState.message_tree_id == Message.message_tree_id)
+    )
+    stmt = (
+        select(Message.id)
+        .join(MessageTreeState, join_on)
+        .where(
+            MessageTreeState.state == state,
+            MessageTreeState.active.is_(True),
+            Message.parent_id.is_(None) if roots else Message.parent_id.is_not(None),
+            Message.lang == scope.lang,
+            Message.deleted.is_(False),
+            Message.review_result.is_(None),
+            Message.review_count + _open_tasks(Message.id, LABEL_TASK_TYPES, scope.recent_since) < required,
+            or_(Message.user_id.is_(None), Message.user_id != scope.user_id),
+            ~_skipped(Message.id, "_skip_labeling", scope),
+            ~exists().where(
+                TextLabels.message_id == Message.id,
+                TextLabels.user_id == scope.user_id,
+                TextLabels.task_id.is_not(None),
+            ),
+            ~_user_has_open_task(Message.id, LABEL_TASK_TYPES, scope),
+        )
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class ReplyCandidate:
+    parent_id: uuid.UUID
+    tree_id: uuid.UUID
+    role: str
+    active_children: int
+
+
+def tree_room(
+    session: Session, scope: Scope, *, tree_ids: list[uuid.UUID] | None = None
+) -> dict[uuid.UUID, int]:
+    """Growing trees of the language -> messages they may still take (goal - valid - open reply tasks)."""
+    valid = (
+        select(func.count())
+        .where(
+            Message.message_tree_id == MessageTreeState.message_tree_id,
+            Message.deleted.is_(False),
+            or_(Message.review_result.is_(None), Message.review_result.is_(True)),
+        )
+        .scalar_subquery()
+    )
+    reserved = (
+        select(func.count())
+        .where(
+            Task.message_tree_id == MessageTreeState.message_tree_id,
+            Task.task_type.in_(REPLY_TASK_TYPES),
+            Task.done.is_(False),
+            Task.skipped.is_(False),
+            Task.created_date >= scope.recent_since,
+        )
+        .scalar_subquery()
+    )
+    stmt = select(MessageTreeState.message_tree_id, MessageTreeState.goal_tree_size - valid - reserved).where(
+        MessageTreeState.state == TreeState.GROWING,
+        MessageTreeState.active.is_(True),
+        MessageTreeState.lang == scope.lang,
+    )
+    if tree_ids is not None:
+        stmt = stmt.where(MessageTreeState.message_tree_id.in_(tree_ids))
+    return {tree_id: int(room) for tree_id, room in session.execute(stmt).all()}
+
+
+def extendible_parents(
+    session: Session,
+    scope: Scope,
+    cfg: TreeManagerConfiguration,
+    *,
+    parent_ids: list[uuid.UUID] | None = None,
+    limit: int = CANDIDATE_LIMIT,
+) -> list[ReplyCandidate]:
+    """Accepted messages of growing trees that may take one more reply from this user."""
+    rooms = {t: r for t, r in tree_room(session, scope).items() if r > 0}
+    if not rooms:
+        return []
+    child = aliased(Message)
+    active_children = (
+        select(func.count())
+        .where(
+            child.parent_id == Message.id,
+            child.deleted.is_(False),
+            or_(child.review_result.is_(None), child.review_result.is_(True)),
+        )
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Message.id, Message.message_tree_id, Message.role, active_children)
+        .join(MessageTreeState, MessageTreeState.message_tree_id == Message.message_tree_id)
+        .where(
+            Message.message_tree_id.in_(list(rooms)),
+            Message.lang == scope.lang,
+            Message.deleted.is_(False),
+            Message.review_result.is_(True),
+            Message.depth < MessageTreeState.max_depth,
+            active_children < MessageTreeState.max_children_count,
+            or_(Message.role == "prompter", active_children < cfg.num_prompter_replies),
+            ~exists().where(
+                child.parent_id == Message.id, child.user_id == scope.user_id, child.deleted.is_(False)
+            ),
+            ~_skipped(Message.id, "_skip_reply", scope),
+            # the soft lock: nobody else is writing a reply to this parent right now
+            _open_tasks(Message.id, REPLY_TASK_TYPES, scope.recent_since) == 0,
+        )
+        .limit(limit)
+    )
+    if parent_ids is not None:
+        stmt = stmt.where(Message.id.in_(parent_ids))
+    return [ReplyCandidate(p, t, role, int(n)) for p, t, role, n in session.execute(stmt).all()]
+
+
+@dataclass(frozen=True)
+class RankingCandidate:
+    parent_id: uuid.UUID
+    tree_id: uuid.UUID
+
+
+def incomplete_rankings(
+    session: Session,
+    scope: Scope,
+    cfg: TreeManagerConfiguration,
+    *,
+    parent_ids: list[uuid.UUID] | None = None,
+    limit: int = CANDIDATE_LIMIT,
+) -> list[RankingCandidate]:
+    """Parents in ranking trees whose replies still need rankings, none of them by this user."""
+    child = aliased(Message)
+    own = func.count().filter(child.user_id == scope.user_id)
+    grouped = (
+        select(child.parent_id.label("parent_id"))
+        .join(MessageTreeState, MessageTreeState.message_tree_id == child.message_tree_id)
+        .where(
+            MessageTreeState.state == TreeState.RANKING,
+            MessageTreeState.active.is_(True),
+            MessageTreeState.lang == scope.lang,
+            child.deleted.is_(False),
+            child.review_result.is_(True),
+            child.role.in_(ranked_roles(cfg)),
+        )
+        .group_by(child.parent_id)
+        .having(and_(func.count() > 1, func.min(child.ranking_count) < cfg.num_required_rankings, own == 0))
+        .subquery()
+    )
+    ballots = (
+        select(func.count())
+        .where(MessageReaction.message_id == Message.id, MessageReaction.payload_type == RANKING_PAYLOAD)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Message.id, Message.message_tree_id)
+        .join(grouped, grouped.c.parent_id == Message.id)
+        .where(
+            Message.lang == scope.lang,
+            Message.deleted.is_(False),
+            ~_skipped(Message.id, "_skip_ranking", scope),
+            ~exists().where(
+                MessageReaction.message_id == Message.id,
+                MessageReaction.user_id == scope.user_id,
+                MessageReaction.payload_type == RANKING_PAYLOAD,
+            ),
+            ~_user_has_open_task(Message.id, RANK_TASK_TYPES, scope),
+            ballots + _open_tasks(Message.id, RANK_TASK_TYPES, scope.recent_since)
+            < cfg.num_required_rankings,
+        )
+        .limit(limit)
+    )
+    if parent_ids is not None:
+        stmt = stmt.where(Message.id.in_(parent_ids))
+    return [RankingCandidate(p, t) for p, t in session.execute(stmt).all()]

@@ -1,0 +1,351 @@
+"""Handing out the next task: ``next_task(session, ...)`` and ``availability(session, ...)``.
+
+The task type of a ``random`` request is drawn with the original's weights (ranking 10, label reply 5,
+label prompt 5, reply 2, initial prompt 0.01) among the types that have work for this user. Instead of
+running every candidate query up front, types are drawn in a weighted random order and queried lazily
+until one has work; the first available type of such an order has exactly the original's distribution.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from http import HTTPStatus
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from oasst.backend.db import lock_tree
+from oasst.backend.errors import ErrorCode, OasstError
+from oasst.backend.models import ApiClient, Message, Task, User, utcnow
+from oasst.backend.services import candidates as cq
+from oasst.backend.services import tree_manager
+from oasst.backend.services.conversations import conversation_message, conversation_of, thread_to
+from oasst.backend.settings import Settings, TreeManagerConfiguration
+from oasst.protocol import tasks as wire
+from oasst.protocol.common import describe_label
+from oasst.protocol.tasks import TaskRequestType as R
+
+# the original drew "reply" and "label_reply" without a role; oasst keeps those as role-free kinds
+KIND_OF: dict[R, str] = {
+    R.initial_prompt: "prompt",
+    R.prompter_reply: "reply",
+    R.assistant_reply: "reply",
+    R.label_initial_prompt: "label_prompt",
+    R.label_prompter_reply: "label_reply",
+    R.label_assistant_reply: "label_reply",
+    R.rank_prompter_replies: "ranking",
+    R.rank_assistant_replies: "ranking",
+}
+RANDOM_KIND_WEIGHTS = {"ranking": 10.0, "label_reply": 5.0, "label_prompt": 5.0, "reply": 2.0, "prompt": 0.01}
+NEVER_GENERATED = {R.summarize_story, R.rate_summary, R.rank_initial_prompts}
+RETRIES_PER_KIND = 3
+
+
+def _plackett_luce(weights: dict[str, float]) -> list[str]:
+    """A weighted random order: P(kind first among any subset) = weight / subset's total weight."""
+    keys = [k for k, w in weights.items() if w > 0]
+    return sorted(keys, key=lambda k: random.expovariate(weights[k]))
+
+
+class Dispatch:
+    """One task request: the user, the language, and the settings it runs under."""
+
+    def __init__(
+        self, session: Session, *, settings: Settings, user: User, lang: str, blocked: set[R]
+    ) -> None:
+        self.session = session
+        self.settings = settings
+        self.cfg: TreeManagerConfiguration = settings.tree_manager
+        self.user = user
+        self.lang = lang
+        self.blocked = blocked
+        now = utcnow()
+        self.scope = cq.Scope(
+            user_id=user.id, lang=lang, recent_since=now - timedelta(seconds=self.cfg.recent_tasks_span_sec)
+        )
+
+    # --- candidate pickers: each returns a built task (and its targets) or None ---
+
+    def pick(
+        self, request: R, kind: str, missing_prompts: int, from_random: bool
+    ) -> tuple[wire.Task, Task] | None:
+        builders: dict[str, Callable[[], tuple[wire.Task, Task] | None]] = {
+            "prompt": lambda: self._initial_prompt() if missing_prompts > 0 else None,
+            "reply": lambda: self._reply(request),
+            "label_prompt": lambda: self._label(roots=True, from_random=from_random),
+            "label_reply": lambda: self._label(roots=False, from_random=from_random, request=request),
+            "ranking": lambda: self._ranking(request),
+        }
+        return builders[kind]()
+
+    def _row(self, task: wire.Task, *, tree_id: uuid.UUID | None, target: uuid.UUID | None) -> Task:
+        return Task(
+            id=task.id,
+            user_id=self.user.id,
+            task_type=task.type,
+            payload=task.model_dump(mode="json"),
+            message_tree_id=tree_id,
+            parent_message_id=target,
+        )
+
+    def _initial_prompt(self) -> tuple[wire.Task, Task]:
+        task = wire.InitialPromptTask()
+        return task, self._row(task, tree_id=None, target=None)
+
+    def _reply(self, request: R) -> tuple[wire.Task, Task] | None:
+        found = cq.extendible_parents(self.session, self.scope, self.cfg)
+        if request == R.assistant_reply:
+            found = [c for c in found if c.role == "prompter"]
+        elif request == R.prompter_reply:
+            found = [c for c in found if c.role == "assistant"]
+        lonely = [
+            c
+            for c in found
+            if c.role == "prompter" and 0 < c.active_children < self.cfg.lonely_children_count
+        ]
+        if (
+            lonely
+            and self.cfg.lonely_children_count > 1
+            and random.random() < self.cfg.p_lonely_child_extension
+        ):
+            found = lonely
+        random.shuffle(found)
+        for candidate in found[:RETRIES_PER_KIND]:
+            mts = lock_tree(self.session, candidate.tree_id)
+            # re-check under the tree lock: another volunteer may have taken the slot meanwhile
+            if mts is None or not cq.extendible_parents(
+                self.session, self.scope, self.cfg, parent_ids=[candidate.parent_id]
+            ):
+                continue
+            parent = self.session.get(Message, candidate.parent_id)
+            assert parent is not None
+            conversation = conversation_of(
+                self.session, thread_to(self.session, parent), reader_id=self.user.id
+            )
+            task: wire.Task
+            if parent.role == "assistant":
+                task = wire.PrompterReplyTask(conversation=conversation)
+            else:
+                task = wire.AssistantReplyTask(conversation=conversation)
+            return task, self._row(task, tree_id=parent.message_tree_id, target=parent.id)
+        return None
+
+    def _label(
+        self, *, roots: bool, from_random: bool, request: R | None = None
+    ) -> tuple[wire.Task, Task] | None:
+        ids = cq.messages_needing_review(self.session, self.scope, self.cfg, roots=roots)
+        random.shuffle(ids)
+        for message_id in ids[:RETRIES_PER_KIND]:
+            message = self.session.get(Message, message_id)
+            if message is None:
+                continue
+            if request == R.label_assistant_reply and message.role != "assistant":
+                continue
+            if request == R.label_prompter_reply and message.role != "prompter":
+                continue
+            lock_tree(self.session, message.message_tree_id)
+            if message_id not in cq.messages_needing_review(self.session, self.scope, self.cfg, roots=roots):
+                continue
+            task = self._label_task(message, from_random=from_random)
+            return task, self._row(task, tree_id=message.message_tree_id, target=message.id)
+        return None
+
+    def _label_task(self, message: Message, *, from_random: bool) -> wire.Task:
+        cfg = self.cfg
+        conversation = conversation_of(self.session, thread_to(self.session, message), reader_id=self.user.id)
+        if message.parent_id is None:
+            valid, mandatory, p_full = (
+                cfg.labels_initial_prompt,
+                cfg.mandatory_labels_initial_prompt,
+                cfg.p_full_labeling_review_prompt,
+            )
+            simple_extra = ["lang_mismatch"]
+        elif message.role == "assistant":
+            valid, mandatory, p_full = (
+                cfg.labels_assistant_reply,
+                cfg.mandatory_labels_assistant_reply,
+                cfg.p_full_labeling_review_reply_assistant,
+            )
+            simple_extra = ["lang_mismatch", "quality"]
+        else:
+            valid, mandatory, p_full = (
+                cfg.labels_prompter_reply,
+                cfg.mandatory_labels_prompter_reply,
+                cfg.p_full_labeling_review_reply_prompter,
+            )
+            simple_extra = ["lang_mismatch", "quality"]
+        # prompts may get simple mode on any request; replies only on random ones (as the original)
+        simple = random.random() >= p_full and (message.parent_id is None or from_random)
+        mode = wire.LabelTaskMode.simple if simple else wire.LabelTaskMode.full
+        disposition = wire.LabelTaskDisposition.spam if simple else wire.LabelTaskDisposition.quality
+        labels = list(dict.fromkeys([*mandatory, *simple_extra])) if simple else list(valid)
+        common = {
+            "message_id": message.id,
+            "valid_labels": labels,
+            "mandatory_labels": list(mandatory),
+            "mode": mode,
+            "disposition": disposition,
+            "labels": [describe_label(name) for name in labels],
+            "conversation": conversation,
+        }
+        if message.parent_id is None:
+            return wire.LabelInitialPromptTask(**common, prompt=message.text)
+        if message.role == "assistant":
+            return wire.LabelAssistantReplyTask(**common, reply=message.text)
+        return wire.LabelPrompterReplyTask(**common, reply=message.text)
+
+    def _ranking(self, request: R) -> tuple[wire.Task, Task] | None:
+        found = cq.incomplete_rankings(self.session, self.scope, self.cfg)
+        random.shuffle(found)
+        for candidate in found[:RETRIES_PER_KIND]:
+            lock_tree(self.session, candidate.tree_id)
+            if not cq.incomplete_rankings(
+                self.session, self.scope, self.cfg, parent_ids=[candidate.parent_id]
+            ):
+                continue
+            parent = self.session.get(Message, candidate.parent_id)
+            assert parent is not None
+            if request == R.rank_prompter_replies and parent.role != "assistant":
+                continue
+            if request == R.rank_assistant_replies and parent.role != "prompter":
+                continue
+            return self._ranking_task(parent)
+        return None
+
+    def _ranking_task(self, parent: Message) -> tuple[wire.Task, Task]:
+        replies = list(
+            self.session.scalars(
+                select(Message).where(
+                    Message.parent_id == parent.id,
+                    Message.deleted.is_(False),
+                    Message.review_result.is_(True),
+                    Message.role.in_(tree_manager.ranked_roles(self.cfg)),
+                )
+            )
+        )
+        random.shuffle(replies)
+        reveal = all(r.synthetic for r in replies)
+        conversation = conversation_of(self.session, thread_to(self.session, parent), reader_id=self.user.id)
+        reply_messages = [conversation_message(r, hide_synthetic=not reveal) for r in replies]
+        cls = wire.RankPrompterRepliesTask if parent.role == "assistant" else wire.RankAssistantRepliesTask
+        task = cls(
+            conversation=conversation,
+            replies=[r.text for r in replies],
+            reply_messages=reply_messages,
+            message_tree_id=parent.message_tree_id,
+            ranking_parent_id=parent.id,
+            reveal_synthetic=reveal,
+        )
+        return task, self._row(task, tree_id=parent.message_tree_id, target=parent.id)
+
+
+def _check_pending(session: Session, user: User, cfg: TreeManagerConfiguration) -> None:
+    since = utcnow() - timedelta(seconds=cfg.recent_tasks_span_sec)
+    pending = session.scalar(
+        select(func.count()).where(
+            Task.user_id == user.id,
+            Task.done.is_(False),
+            Task.skipped.is_(False),
+            Task.collective.is_(False),
+            Task.created_date >= since,
+        )
+    )
+    if (pending or 0) >= cfg.max_pending_tasks_per_user:
+        raise OasstError(
+            f"The user has {pending} unfinished tasks: complete or skip (nack) some before asking for more.",
+            ErrorCode.TASK_TOO_MANY_PENDING,
+            HTTPStatus.TOO_MANY_REQUESTS,
+        )
+
+
+def next_task(
+    session: Session,
+    *,
+    settings: Settings,
+    client: ApiClient,
+    user: User,
+    request: wire.TaskRequest,
+    blocked: set[R] | None = None,
+) -> wire.Task:
+    """Choose, build and store the next task for ``user``; raise 1006 when nothing fits."""
+    cfg = settings.tree_manager
+    lang = request.lang or "en"
+    if request.type in NEVER_GENERATED:
+        raise _not_available(request.type)
+    missing_prompts = tree_manager.prompt_lottery(session, lang, cfg, max_activate=2)
+    if lang in cfg.init_prompt_disabled_langs_list:
+        missing_prompts = 0
+    _check_pending(session, user, cfg)
+    dispatch = Dispatch(session, settings=settings, user=user, lang=lang, blocked=blocked or set())
+    if request.type == R.random:
+        weights = dict(RANDOM_KIND_WEIGHTS)
+        if R.assistant_reply in dispatch.blocked or R.prompter_reply in dispatch.blocked:
+            weights.pop("reply")
+        order = [(R.random, kind) for kind in _plackett_luce(weights)]
+    else:
+        if request.type in dispatch.blocked:
+            raise _not_available(request.type)
+        order = [(request.type, KIND_OF[request.type])]
+    for requested, kind in order:
+        built = dispatch.pick(requested, kind, missing_prompts, from_random=request.type == R.random)
+        if built is None:
+            continue
+        task, row = built
+        row.api_client_id = client.id
+        row.collective = request.collective
+        row.expiry_date = (
+            None if request.collective else utcnow() + timedelta(minutes=settings.task_validity_minutes)
+        )
+        session.add(row)
+        session.flush()
+        return task
+    raise _not_available(request.type)
+
+
+def _not_available(request_type: R) -> OasstError:
+    return OasstError(
+        f"No task of type '{request_type.value}' is available right now; try another type or later.",
+        ErrorCode.TASK_REQUESTED_TYPE_NOT_AVAILABLE,
+        HTTPStatus.SERVICE_UNAVAILABLE,
+    )
+
+
+def availability(session: Session, *, settings: Settings, user: User, lang: str) -> dict[R, int]:
+    """How many tasks of each type this user could get now (``random`` is the sum)."""
+    cfg = settings.tree_manager
+    missing_prompts = tree_manager.prompt_lottery(session, lang, cfg, max_activate=1)
+    if lang in cfg.init_prompt_disabled_langs_list:
+        missing_prompts = 0
+    scope = Dispatch(session, settings=settings, user=user, lang=lang, blocked=set()).scope
+    review_prompts = len(cq.messages_needing_review(session, scope, cfg, roots=True, limit=10_000))
+    review_reply_ids = cq.messages_needing_review(session, scope, cfg, roots=False, limit=10_000)
+    roles = (
+        dict(session.execute(select(Message.id, Message.role).where(Message.id.in_(review_reply_ids))).all())
+        if review_reply_ids
+        else {}
+    )
+    parents = cq.extendible_parents(session, scope, cfg, limit=10_000)
+    rankings = cq.incomplete_rankings(session, scope, cfg, limit=10_000)
+    ranking_roles = (
+        dict(
+            session.execute(
+                select(Message.id, Message.role).where(Message.id.in_([r.parent_id for r in rankings]))
+            ).all()
+        )
+        if rankings
+        else {}
+    )
+    counts = {t: 0 for t in R}
+    counts[R.initial_prompt] = missing_prompts
+    counts[R.label_initial_prompt] = review_prompts
+    counts[R.label_assistant_reply] = sum(1 for r in roles.values() if r == "assistant")
+    counts[R.label_prompter_reply] = sum(1 for r in roles.values() if r == "prompter")
+    counts[R.assistant_reply] = sum(1 for p in parents if p.role == "prompter")
+    counts[R.prompter_reply] = sum(1 for p in parents if p.role == "assistant")
+    counts[R.rank_assistant_replies] = sum(1 for r in ranking_roles.values() if r == "prompter")
+    counts[R.rank_prompter_replies] = sum(1 for r in ranking_roles.values() if r == "assistant")
+    counts[R.random] = sum(v for k, v in counts.items() if k != R.random)
+    return counts

@@ -1,0 +1,444 @@
+"""The task protocol after a task was handed out: ack, nack, close, and the three interactions.
+
+Every function runs inside the caller's transaction and locks what it changes: the task row, then
+the tree's state row. Checks happen under those locks, so two volunteers can never both take the last
+reply slot of a parent or tree, and a failed check leaves nothing written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from http import HTTPStatus
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from oasst.backend.db import is_postgres, lock_tree
+from oasst.backend.errors import ErrorCode, OasstError
+from oasst.backend.models import (
+    ApiClient,
+    Journal,
+    Message,
+    MessageEmoji,
+    MessageReaction,
+    Task,
+    TextLabels,
+    TreeState,
+    User,
+    utcnow,
+)
+from oasst.backend.services import clients as clients_service
+from oasst.backend.services import tree_manager
+from oasst.backend.services.candidates import LABEL_TASK_TYPES, RANK_TASK_TYPES, REPLY_TASK_TYPES
+from oasst.backend.services.tree_manager import RANKING_PAYLOAD
+from oasst.backend.settings import Settings
+from oasst.protocol import tasks as wire
+
+SKIP_EMOJI = {
+    **dict.fromkeys(REPLY_TASK_TYPES, "_skip_reply"),
+    **dict.fromkeys(LABEL_TASK_TYPES, "_skip_labeling"),
+    **dict.fromkeys(RANK_TASK_TYPES, "_skip_ranking"),
+}
+
+
+def new_time_ordered_id() -> uuid.UUID:
+    """A uuid7-style id (millisecond timestamp first) so journal rows sort by time."""
+    millis = int(utcnow().timestamp() * 1000)
+    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    value = (millis << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return uuid.UUID(int=value)
+
+
+def _lock_task(session: Session, stmt: Any) -> Task | None:
+    if is_postgres(session):
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt.execution_options(populate_existing=True)).first()  # type: ignore[no-any-return]
+
+
+def _task_by_id(session: Session, client: ApiClient, task_id: uuid.UUID) -> Task:
+    task = _lock_task(session, select(Task).where(Task.id == task_id, Task.api_client_id == client.id))
+    if task is None:
+        raise OasstError(f"Task {task_id} not found.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
+    return task
+
+
+def _task_by_frontend_id(session: Session, client: ApiClient, frontend_message_id: str) -> Task:
+    task = _lock_task(
+        session,
+        select(Task).where(Task.api_client_id == client.id, Task.frontend_message_id == frontend_message_id),
+    )
+    if task is None:
+        raise OasstError(
+            f"No acknowledged task has frontend message id '{frontend_message_id}': ack the task first.",
+            ErrorCode.TASK_NOT_FOUND,
+            HTTPStatus.NOT_FOUND,
+        )
+    return task
+
+
+def _check_open(task: Task) -> None:
+    if task.done:
+        raise OasstError("The task is already done.", ErrorCode.TASK_ALREADY_DONE)
+    if task.skipped:
+        raise OasstError("The task was skipped.", ErrorCode.TASK_ALREADY_SKIPPED)
+    if task.expiry_date is not None and task.expiry_date < utcnow():
+        raise OasstError("The task has expired; request a new one.", ErrorCode.TASK_EXPIRED)
+
+
+def _validate_for_interaction(task: Task, user: User, types: tuple[str, ...]) -> None:
+    _check_open(task)
+    if not task.ack:
+        raise OasstError("The task was not acknowledged: ack it first.", ErrorCode.TASK_NOT_ACK)
+    if not task.collective and task.user_id != user.id:
+        raise OasstError(
+            "The task belongs to another user.", ErrorCode.TASK_NOT_ASSIGNED_TO_USER, HTTPStatus.FORBIDDEN
+        )
+    if task.task_type not in types:
+        raise OasstError(
+            f"A '{task.task_type}' task cannot be completed with this interaction.",
+            ErrorCode.TASK_PAYLOAD_TYPE_MISMATCH,
+        )
+
+
+def ack_task(session: Session, *, client: ApiClient, task_id: uuid.UUID, frontend_message_id: str) -> None:
+    """Bind the frontend's message id to the task. Idempotent for the same id."""
+    task = _task_by_id(session, client, task_id)
+    if task.ack and task.frontend_message_id == frontend_message_id and not task.done:
+        return
+    _check_open(task)
+    if task.ack:
+        raise OasstError(
+            "The task was already acknowledged with another message id.", ErrorCode.TASK_ALREADY_UPDATED
+        )
+    taken = session.scalar(
+        select(Task.id).where(
+            Task.api_client_id == client.id, Task.frontend_message_id == frontend_message_id
+        )
+    )
+    if taken is not None:
+        raise OasstError(
+            f"Frontend message id '{frontend_message_id}' is already used by another task.",
+            ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
+        )
+    task.ack = True
+    task.frontend_message_id = frontend_message_id
+
+
+def nack_task(
+    session: Session, *, settings: Settings, client: ApiClient, task_id: uuid.UUID, reason: str | None
+) -> None:
+    """Skip a task; the skipped item is hidden from this user's future tasks of that kind."""
+    task = _task_by_id(session, client, task_id)
+    if task.skipped:
+        return
+    if task.done:
+        raise OasstError("The task is already done and cannot be skipped.", ErrorCode.TASK_ALREADY_DONE)
+    task.skipped = True
+    task.skip_reason = reason
+    emoji = SKIP_EMOJI.get(task.task_type)
+    if emoji and task.parent_message_id is not None and task.user_id is not None:
+        message = session.get(Message, task.parent_message_id)
+        if message is not None and _add_emoji(session, message, task.user_id, emoji):
+            tree_manager.auto_moderate_message(session, message, settings.tree_manager)
+
+
+def _add_emoji(session: Session, message: Message, user_id: uuid.UUID, emoji: str) -> bool:
+    exists = session.get(MessageEmoji, (message.id, user_id, emoji))
+    if exists is not None:
+        return False
+    session.add(MessageEmoji(message_id=message.id, user_id=user_id, emoji=emoji))
+    locked = session.scalars(
+        select(Message)
+        .where(Message.id == message.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    counts = dict(locked.emojis or {})
+    counts[emoji] = counts.get(emoji, 0) + 1
+    locked.emojis = counts
+    session.flush()
+    return True
+
+
+def close_task(session: Session, *, client: ApiClient, frontend_message_id: str) -> None:
+    """Close a collective task (the original's endpoint crashed)."""
+    task = _task_by_frontend_id(session, client, frontend_message_id)
+    if not task.collective:
+        raise OasstError("Only collective tasks can be closed.", ErrorCode.TASK_NOT_COLLECTIVE)
+    if task.done:
+        raise OasstError("The task is already done.", ErrorCode.TASK_ALREADY_DONE)
+    task.done = True
+
+
+def _journal(
+    session: Session,
+    client: ApiClient,
+    user: User,
+    message_id: uuid.UUID | None,
+    event: str,
+    payload: dict[str, Any],
+) -> None:
+    session.add(
+        Journal(
+            id=new_time_ordered_id(),
+            user_id=user.id,
+            message_id=message_id,
+            api_client_id=client.id,
+            event_type=event,
+            event_payload=payload,
+        )
+    )
+
+
+def _prepare_user(session: Session, client: ApiClient, settings: Settings, wire_user: Any) -> User:
+    user = clients_service.get_or_create_user(session, client, wire_user)
+    clients_service.ensure_user_can_work(user, enforce_tos=settings.enforce_tos_acceptance)
+    return user
+
+
+def handle_text_reply(
+    session: Session, *, client: ApiClient, settings: Settings, body: wire.TextReplyToMessage
+) -> uuid.UUID:
+    """Store a prompt or reply; returns the new message's id."""
+    user = _prepare_user(session, client, settings, body.user)
+    task = _task_by_frontend_id(session, client, body.message_id)
+    _validate_for_interaction(task, user, ("initial_prompt", *REPLY_TASK_TYPES))
+    text = body.text.strip()
+    _check_text(session, settings, user, text)
+    if session.scalar(
+        select(Message.id).where(
+            Message.api_client_id == client.id, Message.frontend_message_id == body.user_message_id
+        )
+    ):
+        raise OasstError(
+            f"Frontend message id '{body.user_message_id}' is already used by another message.",
+            ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
+        )
+    lang = body.lang or "en"
+    message_id = uuid.uuid4()
+    if task.task_type == "initial_prompt":
+        message = Message(
+            id=message_id, parent_id=None, message_tree_id=message_id, depth=0, role="prompter", lang=lang
+        )
+    else:
+        message = _reply_under(session, settings, task, user, message_id, lang)
+    message.task_id = task.id
+    message.user_id = user.id
+    message.api_client_id = client.id
+    message.frontend_message_id = body.user_message_id
+    message.text = text
+    session.add(message)
+    session.flush()
+    if task.task_type == "initial_prompt":
+        tree_manager.create_tree_state(session, message, settings.tree_manager)
+    task.done = True
+    _journal(
+        session,
+        client,
+        user,
+        message.id,
+        "text_reply_to_message",
+        {"role": message.role, "length": len(text)},
+    )
+    clients_service.update_last_activity(user, update_streak=True)
+    return message.id
+
+
+def _check_text(session: Session, settings: Settings, user: User, text: str) -> None:
+    if not text:
+        raise OasstError("The message text is empty.", ErrorCode.TASK_MESSAGE_TEXT_EMPTY)
+    if len(text) > settings.message_size_limit:
+        raise OasstError(
+            f"The message is {len(text)} characters long; at most {settings.message_size_limit} are allowed.",
+            ErrorCode.TASK_MESSAGE_TOO_LONG,
+        )
+    since = utcnow() - timedelta(minutes=settings.duplicate_message_filter_window_minutes)
+    if session.scalar(
+        select(Message.id)
+        .where(Message.user_id == user.id, Message.created_date >= since, Message.text == text)
+        .limit(1)
+    ):
+        raise OasstError("You sent the same text a moment ago.", ErrorCode.TASK_MESSAGE_DUPLICATED)
+
+
+def _reply_under(
+    session: Session, settings: Settings, task: Task, user: User, message_id: uuid.UUID, lang: str
+) -> Message:
+    """Check, under the tree lock, that the parent and tree still have room, and build the reply."""
+    assert task.parent_message_id is not None and task.message_tree_id is not None
+    mts = lock_tree(session, task.message_tree_id)
+    parent = session.get(Message, task.parent_message_id)
+    if mts is None or parent is None:
+        raise OasstError(
+            "The message to reply to no longer exists.", ErrorCode.MESSAGE_NOT_FOUND, HTTPStatus.NOT_FOUND
+        )
+    if mts.state != TreeState.GROWING or not mts.active:
+        code = ErrorCode.TREE_IN_ABORTED_STATE if mts.state in _ABORTED else ErrorCode.TASK_TREE_FULL
+        raise OasstError(f"The conversation is no longer collecting replies (state {mts.state}).", code)
+    siblings = session.execute(
+        select(Message.user_id, Message.role).where(
+            Message.parent_id == parent.id,
+            Message.deleted.is_(False),
+            (Message.review_result.is_(None)) | (Message.review_result.is_(True)),
+        )
+    ).all()
+    if any(uid == user.id for uid, _ in siblings):
+        raise OasstError("You already replied to this message.", ErrorCode.TASK_MESSAGE_DUPLICATE_REPLY)
+    limit = mts.max_children_count
+    if parent.role == "assistant":
+        limit = min(limit, settings.tree_manager.num_prompter_replies)
+    if len(siblings) >= limit or parent.depth >= mts.max_depth:
+        raise OasstError("This message already has enough replies.", ErrorCode.TASK_PARENT_FULL)
+    size = session.scalar(
+        select(func.count()).where(
+            Message.message_tree_id == mts.message_tree_id,
+            Message.deleted.is_(False),
+            (Message.review_result.is_(None)) | (Message.review_result.is_(True)),
+        )
+    )
+    if (size or 0) >= mts.goal_tree_size:
+        raise OasstError("The conversation tree has reached its goal size.", ErrorCode.TASK_TREE_FULL)
+    session.execute(
+        update(Message).where(Message.id == parent.id).values(children_count=Message.children_count + 1)
+    )
+    role = "prompter" if task.task_type == "prompter_reply" else "assistant"
+    return Message(
+        id=message_id,
+        parent_id=parent.id,
+        message_tree_id=parent.message_tree_id,
+        depth=parent.depth + 1,
+        role=role,
+        lang=lang,
+        deleted=parent.deleted,
+    )
+
+
+_ABORTED = {TreeState.ABORTED_LOW_GRADE, TreeState.HALTED_BY_MODERATOR}
+
+
+def handle_ranking(
+    session: Session, *, client: ApiClient, settings: Settings, body: wire.MessageRanking
+) -> uuid.UUID:
+    """Store a ranking ballot (index 0 = best) and check whether the tree can be scored."""
+    user = _prepare_user(session, client, settings, body.user)
+    task = _task_by_frontend_id(session, client, body.message_id)
+    _validate_for_interaction(task, user, RANK_TASK_TYPES)
+    replies = task.payload.get("reply_messages", [])
+    if sorted(body.ranking) != list(range(len(replies))):
+        raise OasstError(
+            f"The ranking must be a permutation of 0..{len(replies) - 1}, got {body.ranking}.",
+            ErrorCode.INVALID_RANKING_VALUE,
+        )
+    ranked_ids = [uuid.UUID(replies[i]["id"]) for i in body.ranking]
+    parent_id = uuid.UUID(task.payload["ranking_parent_id"])
+    tree_id = uuid.UUID(task.payload["message_tree_id"])
+    mts = lock_tree(session, tree_id)
+    children = set(session.scalars(select(Message.id).where(Message.parent_id == parent_id)))
+    if mts is None or not set(ranked_ids) <= children:
+        raise OasstError(
+            "The ranked replies no longer belong to this conversation.", ErrorCode.CORRUPT_RANKING_RESULT
+        )
+    session.execute(
+        update(Message).where(Message.id.in_(ranked_ids)).values(ranking_count=Message.ranking_count + 1)
+    )
+    payload = {
+        "type": "message_ranking",
+        "ranking": body.ranking,
+        "ranked_message_ids": [str(i) for i in ranked_ids],
+        "ranking_parent_id": str(parent_id),
+        "message_tree_id": str(tree_id),
+        "not_rankable": bool(body.not_rankable),
+    }
+    session.add(
+        MessageReaction(
+            task_id=task.id,
+            user_id=user.id,
+            payload_type=RANKING_PAYLOAD,
+            payload=payload,
+            api_client_id=client.id,
+            message_id=parent_id,
+        )
+    )
+    task.done = True
+    session.flush()
+    _journal(session, client, user, parent_id, "message_ranking", payload)
+    clients_service.update_last_activity(user, update_streak=True)
+    tree_manager.check_condition_for_scoring_state(session, mts, settings.tree_manager)
+    return task.id
+
+
+def handle_text_labels(
+    session: Session, *, client: ApiClient, settings: Settings, body: wire.TextLabels
+) -> uuid.UUID:
+    """Store a review from a label task, count it, and decide acceptance once enough are in."""
+    if body.task_id is None:
+        raise OasstError("A task label needs task_id.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
+    user = _prepare_user(session, client, settings, body.user)
+    task = _task_by_id(session, client, body.task_id)
+    _validate_for_interaction(task, user, LABEL_TASK_TYPES)
+    if str(body.message_id) != task.payload.get("message_id"):
+        raise OasstError(
+            "The labels are for another message than the task's.", ErrorCode.TEXT_LABELS_WRONG_MESSAGE_ID
+        )
+    labels = {label.value: float(value) for label, value in body.labels.items()}
+    invalid = sorted(set(labels) - set(task.payload.get("valid_labels", [])))
+    if invalid:
+        raise OasstError(
+            f"Labels not valid for this task: {', '.join(invalid)}.", ErrorCode.TEXT_LABELS_INVALID_LABEL
+        )
+    missing = sorted(set(task.payload.get("mandatory_labels") or []) - set(labels))
+    if missing:
+        raise OasstError(
+            f"Mandatory labels missing: {', '.join(missing)}.", ErrorCode.TEXT_LABELS_MANDATORY_LABEL_MISSING
+        )
+    mts = lock_tree(session, task.message_tree_id) if task.message_tree_id else None
+    message = session.scalars(
+        select(Message).where(Message.id == body.message_id).execution_options(populate_existing=True)
+    ).first()
+    if message is None:
+        raise OasstError(
+            "The labelled message no longer exists.", ErrorCode.MESSAGE_NOT_FOUND, HTTPStatus.NOT_FOUND
+        )
+    if message.user_id == user.id and not settings.allow_self_labeling:
+        raise OasstError("You cannot review your own message.", ErrorCode.TEXT_LABELS_NO_SELF_LABELING)
+    if session.scalar(
+        select(TextLabels.id).where(
+            TextLabels.message_id == message.id,
+            TextLabels.user_id == user.id,
+            TextLabels.task_id.is_not(None),
+        )
+    ):
+        raise OasstError("You already reviewed this message.", ErrorCode.TEXT_LABELS_DUPLICATE_TASK_REPLY)
+    session.add(
+        TextLabels(
+            id=task.id,
+            task_id=task.id,
+            user_id=user.id,
+            api_client_id=client.id,
+            message_id=message.id,
+            text=body.text,
+            labels=labels,
+        )
+    )
+    message.review_count += 1
+    task.done = True
+    session.flush()
+    _journal(
+        session, client, user, message.id, "text_labels", {"labels": labels, "mode": task.payload.get("mode")}
+    )
+    clients_service.update_last_activity(user, update_streak=True)
+    if mts is not None:
+        tree_manager.after_text_labels(session, message, mts, settings.tree_manager)
+    return task.id
+
+
+def handle_rating(
+    session: Session, *, client: ApiClient, settings: Settings, body: wire.MessageRating
+) -> uuid.UUID:
+    """Ratings belong to rate_summary tasks, which are never generated (as in the original)."""
+    user = _prepare_user(session, client, settings, body.user)
+    task = _task_by_frontend_id(session, client, body.message_id)
+    _validate_for_interaction(task, user, ("rate_summary",))
+    return task.id

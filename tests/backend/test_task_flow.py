@@ -1,0 +1,103 @@
+"""The whole task protocol through HTTP: a tree goes from a prompt to ready_for_export."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from oasst.backend.app import create_app
+from oasst.backend.db import Database
+from oasst.backend.models import Message, MessageTreeState, Task
+from tests.backend.volunteers import Volunteer
+from tests.conftest import Keys, make_test_settings
+
+SMALL_TREES = {
+    "goal_tree_size": 3,
+    "num_reviews_initial_prompt": 1,
+    "num_reviews_reply": 1,
+    "num_required_rankings": 1,
+    "max_active_trees": 1,
+    "max_children_count": 2,
+    "max_tree_depth": 2,
+    "p_activate_backlog_tree": 0.0,
+}
+
+
+@pytest.fixture
+def small_client(database_url: str, database: Database, keys: Keys) -> Iterator[TestClient]:
+    # ToS acceptance has its own test below; here volunteers go straight to work
+    settings = make_test_settings(
+        database_url, tree_manager=SMALL_TREES, enforce_tos_acceptance=False, rate_limits={"enabled": False}
+    )
+    app = create_app(settings, database=database, migrate=False)
+    with TestClient(app, headers={"X-API-Key": keys.trusted}) as client:
+        yield client
+
+
+def tree_states(database: Database) -> dict[str, str]:
+    rows = database.read(
+        lambda s: s.execute(select(MessageTreeState.message_tree_id, MessageTreeState.state)).all()
+    )
+    return {str(t): state for t, state in rows}
+
+
+def test_tree_reaches_ready_for_export(small_client: TestClient, database: Database) -> None:
+    team = [Volunteer(small_client, f"vol{i}") for i in range(4)]
+    assert team[0].work_once("initial_prompt")["type"] == "initial_prompt"
+    assert list(tree_states(database).values()) == ["initial_prompt_review"]
+
+    review = team[1].work_once("label_initial_prompt")
+    assert review is not None and review["type"] == "label_initial_prompt"
+    assert list(tree_states(database).values()) == ["prompt_lottery_waiting"]  # accepted
+
+    # every task request runs the prompt lottery first, so the prompt is growing when the reply is asked for
+    assert team[2].work_once("assistant_reply")["type"] == "assistant_reply"
+    assert list(tree_states(database).values()) == ["growing"]
+
+    (first_tree,) = tree_states(database)
+    for _ in range(30):
+        if tree_states(database)[first_tree] == "ready_for_export":
+            break
+        for v in team:
+            v.work_once("random")
+    assert tree_states(database)[first_tree] == "ready_for_export"
+
+    messages = database.read(
+        lambda s: s.scalars(select(Message).where(Message.message_tree_id == uuid.UUID(first_tree))).all()
+    )
+    assert len([m for m in messages if m.review_result]) == 3
+    ranked = [m for m in messages if m.rank is not None]
+    assert sorted(m.rank for m in ranked) == [0, 1]  # the two assistant replies got a consensus rank
+
+
+def test_self_review_is_never_offered(small_client: TestClient) -> None:
+    author, other = Volunteer(small_client, "author"), Volunteer(small_client, "other")
+    author.work_once("initial_prompt")
+    response = author.request("label_initial_prompt")
+    assert response.status_code == 503
+    assert response.json()["error_code"] == 1006
+    assert other.request("label_initial_prompt").status_code == 200
+
+
+def test_tos_is_enforced(app_client: TestClient) -> None:
+    stranger = Volunteer(app_client, "stranger")
+    response = stranger.request("initial_prompt")
+    assert response.status_code == 451
+    assert response.json()["error_code"] == 4003
+    stranger.accept_tos()
+    assert stranger.request("initial_prompt").status_code == 200
+
+
+def test_nack_hides_the_item_from_that_user(small_client: TestClient, database: Database) -> None:
+    author, reviewer = Volunteer(small_client, "a"), Volunteer(small_client, "r")
+    author.work_once("initial_prompt")
+    task = reviewer.request("label_initial_prompt").json()
+    response = small_client.post(f"/api/v1/tasks/{task['id']}/nack", json={"reason": "not my language"})
+    assert response.status_code == 204
+    assert reviewer.request("label_initial_prompt").json()["error_code"] == 1006
+    skipped = database.read(lambda s: s.scalars(select(Task).where(Task.skipped.is_(True))).all())
+    assert [t.skip_reason for t in skipped] == ["not my language"]
