@@ -133,3 +133,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return _error(HTTPStatus.INTERNAL_SERVER_ERROR, ErrorCode.SERVER_ERROR0, "Internal server error.")
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings come from the ``OASST_*`` environment."""
+    from oasst.backend.settings import load_settings
+
+    return create_app(load_settings())
