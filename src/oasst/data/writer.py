@@ -17,7 +17,7 @@ import secrets
 import stat
 import sys
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from pydantic import BaseModel
 
@@ -59,8 +59,9 @@ def _open_target(target: Target) -> Iterator[IO[Any]]:
             if path.endswith(".gz"):
                 # mtime=0 and a fixed name make the output reproducible byte for byte
                 name = os.path.basename(path)[: -len(".gz")]
-                with gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz:
-                    yield gz
+                gz = gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+                with cast(IO[bytes], gz) as out:
+                    yield out
             else:
                 yield raw
         os.replace(tmp, path)
