@@ -183,3 +183,17 @@ def test_pending_task_cap(client: TestClient) -> None:
     for _ in range(8):
         assert hoarder.request("initial_prompt").status_code == 200
     expect_error(hoarder.request("initial_prompt"), 429, 1012)
+
+
+def test_nul_characters_and_huge_bodies_are_refused(client: TestClient, database: Database) -> None:
+    volunteer = Volunteer(client, "nul")
+    before = row_counts(database)
+    body = {"type": "random", "user": {**volunteer.user, "display_name": "bad\u0000name"}}
+    expect_error(client.post("/api/v1/tasks/", json=body), 422, 102)
+    expect_error(client.get("/api/v1/messages/", params={"lang": "e\x00n"}), 422, 102)
+    huge = {"type": "random", "user": volunteer.user, "lang": "x" * 2_000_000}
+    expect_error(client.post("/api/v1/tasks/", json=huge), 413, 102)
+    assert row_counts(database) == before
+    # an escaped backslash followed by "u0000" is ordinary text, not a NUL
+    ok = {"type": "initial_prompt", "user": {**volunteer.user, "display_name": "back\\u0000slash"}}
+    assert client.post("/api/v1/tasks/", json=ok).status_code == 200

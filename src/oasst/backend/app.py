@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from oasst import __version__
 from oasst.backend.db import Database, make_engine
 from oasst.backend.errors import ErrorCode, OasstError
+from oasst.backend.guards import RequestGuard
 from oasst.backend.migrate import upgrade
 from oasst.backend.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from oasst.backend.settings import Settings
@@ -90,6 +91,7 @@ def create_app(settings: Settings, *, database: Database | None = None, migrate:
     app.state.rate_limiter = make_rate_limiter(settings)
     app.state.api_client_cache = TtlCache()
     _install_error_handlers(app)
+    app.add_middleware(RequestGuard)
 
     from oasst.backend.api.router import api_router
 
