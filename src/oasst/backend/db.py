@@ -61,7 +61,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # writers take the write lock up front (no lock upgrades, no deadlocks); readers don't block
+        read_only = conn.get_execution_options().get("oasst_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -133,6 +135,7 @@ def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session for reads; closed (its transaction rolled back) at the end, objects stay loaded."""
     session = factory()
     try:
+        session.connection(execution_options={"oasst_read_only": True})
         yield session
     finally:
         session.close()

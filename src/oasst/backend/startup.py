@@ -23,4 +23,8 @@ def on_startup(app: FastAPI) -> Callable[[], None]:
             )
         )
     stoppers: list[Callable[[], None]] = []
+    if settings.run_scheduler:
+        from oasst.backend.scheduler import start_scheduler
+
+        stoppers.append(start_scheduler(database, settings))
     return lambda: [stop() for stop in stoppers] and None

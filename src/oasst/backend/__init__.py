@@ -1,0 +1,1 @@
+"""The data-collection backend: FastAPI app, services, models, migrations."""
