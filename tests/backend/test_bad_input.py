@@ -191,6 +191,7 @@ def test_nul_characters_and_huge_bodies_are_refused(client: TestClient, database
     body = {"type": "random", "user": {**volunteer.user, "display_name": "bad\u0000name"}}
     expect_error(client.post("/api/v1/tasks/", json=body), 422, 102)
     expect_error(client.get("/api/v1/messages/", params={"lang": "e\x00n"}), 422, 102)
+    expect_error(client.get("/api/v1/frontend_users/local/a%00b"), 422, 102)
     huge = {"type": "random", "user": volunteer.user, "lang": "x" * 2_000_000}
     expect_error(client.post("/api/v1/tasks/", json=huge), 413, 102)
     assert row_counts(database) == before

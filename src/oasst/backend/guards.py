@@ -29,7 +29,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         query = scope.get("query_string", b"")
-        if b"%00" in query.lower() and b"\x00" in unquote_to_bytes(query):
+        if "\x00" in scope.get("path", "") or (b"%00" in query and b"\x00" in unquote_to_bytes(query)):
             await _refuse(send, 422, "Request parameters must not contain NUL characters.")
             return
         body = bytearray()
