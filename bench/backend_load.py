@@ -197,6 +197,28 @@ async def drive(base_url: str, api_key: str, users: int, duration: float) -> tup
         return stats, time.monotonic() - start
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User+system CPU seconds of these processes (from /proc; 0 where unreadable)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def server_pids(root: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(root)], capture_output=True, text=True).stdout.split()
+    return [root, *map(int, children)]
+
+
+def postgres_pids() -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()]
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -204,9 +226,12 @@ def pct(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def report(label: str, users: int, stats: Stats, elapsed: float) -> None:
+def report(label: str, users: int, stats: Stats, elapsed: float, cpu: dict[str, float]) -> None:
     rate = stats.cycles / elapsed
     print(f"\n{label}, {users} users: {stats.cycles} cycles in {elapsed:.1f} s = {rate:.1f} cycles/s")
+    if stats.cycles:
+        per_cycle = ", ".join(f"{name} {1000 * seconds / stats.cycles:.1f} ms" for name, seconds in cpu.items())
+        print(f"  CPU per cycle: {per_cycle}")
     original = ORIGINAL.get(users)
     if original:
         print(f"  original backend (1 process): {original[0]} cycles/s, request p99 {original[1]} ms")
@@ -238,8 +263,14 @@ def main() -> None:
             database_url, name = fresh_database(args.postgres)
             port = free_port()
             server = start_server(database_url, port, workers, api_key, args.redis)
+            pids = server_pids(server.pid)
+            before = {"server": cpu_seconds(pids), "postgres": cpu_seconds(postgres_pids())}
             try:
                 stats, elapsed = asyncio.run(drive(f"http://127.0.0.1:{port}", api_key, users, args.duration))
+                cpu = {
+                    "server": cpu_seconds(pids) - before["server"],
+                    "postgres": cpu_seconds(postgres_pids()) - before["postgres"],
+                }
             finally:
                 server.send_signal(signal.SIGINT)
                 try:
@@ -247,7 +278,7 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     server.kill()
                 drop_database(args.postgres, name)
-            report(f"oasst, {workers} server process{'es' if workers > 1 else ''}", users, stats, elapsed)
+            report(f"oasst, {workers} server process{'es' if workers > 1 else ''}", users, stats, elapsed, cpu)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ and tree size, so concurrent volunteers are not all sent to the same last slot.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import Integer, String, Uuid, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from oasst.backend.models import (
@@ -24,6 +26,7 @@ from oasst.backend.models import (
     TextLabels,
     TreeState,
 )
+from oasst.backend.models.base import UTCDateTime
 from oasst.backend.services.tree_manager import RANKING_PAYLOAD, ranked_roles
 from oasst.backend.settings import TreeManagerConfiguration
 
@@ -42,7 +45,21 @@ class Scope:
     recent_since: datetime
 
 
-def _open_tasks(target: object, types: tuple[str, ...], since: datetime) -> object:
+# Statements are built once per shape with bind parameters and reused: building these expressions
+# (subqueries, aliases) costs far more CPU than running them.
+USER = bindparam("user_id", type_=Uuid())
+LANG = bindparam("lang", type_=String())
+SINCE = bindparam("since", type_=UTCDateTime())
+REQUIRED = bindparam("required", type_=Integer())
+LIMIT = bindparam("limit", type_=Integer())
+IDS = bindparam("ids", expanding=True, type_=Uuid())
+
+
+def _params(scope: Scope, **extra: object) -> dict[str, object]:
+    return {"user_id": scope.user_id, "lang": scope.lang, "since": scope.recent_since, **extra}
+
+
+def _open_tasks(target: Any, types: tuple[str, ...]) -> Any:
     return (
         select(func.count())
         .where(
@@ -50,26 +67,26 @@ def _open_tasks(target: object, types: tuple[str, ...], since: datetime) -> obje
             Task.task_type.in_(types),
             Task.done.is_(False),
             Task.skipped.is_(False),
-            Task.created_date >= since,
+            Task.created_date >= SINCE,
         )
         .scalar_subquery()
     )
 
 
-def _user_has_open_task(target: object, types: tuple[str, ...], scope: Scope) -> object:
+def _user_has_open_task(target: Any, types: tuple[str, ...]) -> Any:
     return exists().where(
         Task.parent_message_id == target,
         Task.task_type.in_(types),
-        Task.user_id == scope.user_id,
+        Task.user_id == USER,
         Task.done.is_(False),
         Task.skipped.is_(False),
-        Task.created_date >= scope.recent_since,
+        Task.created_date >= SINCE,
     )
 
 
-def _skipped(target: object, emoji: str, scope: Scope) -> object:
+def _skipped(target: Any, emoji: str) -> Any:
     return exists().where(
-        MessageEmoji.message_id == target, MessageEmoji.user_id == scope.user_id, MessageEmoji.emoji == emoji
+        MessageEmoji.message_id == target, MessageEmoji.user_id == USER, MessageEmoji.emoji == emoji
     )
 
 
@@ -79,10 +96,20 @@ def messages_needing_review(
     cfg: TreeManagerConfiguration,
     *,
     roots: bool,
+    message_ids: list[uuid.UUID] | None = None,
     limit: int = CANDIDATE_LIMIT,
 ) -> list[uuid.UUID]:
     """Prompts in review (``roots``) or replies of growing trees that this user may label."""
     required = cfg.num_reviews_initial_prompt if roots else cfg.num_reviews_reply
+    stmt = _review_stmt(roots, message_ids is not None)
+    params = _params(scope, required=required, limit=limit)
+    if message_ids is not None:
+        params["ids"] = message_ids
+    return list(session.scalars(stmt, params))
+
+
+@functools.cache
+def _review_stmt(roots: bool, by_ids: bool) -> Any:
     state = TreeState.INITIAL_PROMPT_REVIEW if roots else TreeState.GROWING
     join_on = (
         (MessageTreeState.message_tree_id == Message.id)
@@ -93,25 +120,25 @@ def messages_needing_review(
         select(Message.id)
         .join(MessageTreeState, join_on)
         .where(
-            MessageTreeState.state == state,
+            MessageTreeState.state == state.value,
             MessageTreeState.active.is_(True),
             Message.parent_id.is_(None) if roots else Message.parent_id.is_not(None),
-            Message.lang == scope.lang,
+            Message.lang == LANG,
             Message.deleted.is_(False),
             Message.review_result.is_(None),
-            Message.review_count + _open_tasks(Message.id, LABEL_TASK_TYPES, scope.recent_since) < required,
-            or_(Message.user_id.is_(None), Message.user_id != scope.user_id),
-            ~_skipped(Message.id, "_skip_labeling", scope),
+            Message.review_count + _open_tasks(Message.id, LABEL_TASK_TYPES) < REQUIRED,
+            or_(Message.user_id.is_(None), Message.user_id != USER),
+            ~_skipped(Message.id, "_skip_labeling"),
             ~exists().where(
                 TextLabels.message_id == Message.id,
-                TextLabels.user_id == scope.user_id,
+                TextLabels.user_id == USER,
                 TextLabels.task_id.is_not(None),
             ),
-            ~_user_has_open_task(Message.id, LABEL_TASK_TYPES, scope),
+            ~_user_has_open_task(Message.id, LABEL_TASK_TYPES),
         )
-        .limit(limit)
+        .limit(LIMIT)
     )
-    return list(session.scalars(stmt))
+    return stmt.where(Message.id.in_(IDS)) if by_ids else stmt
 
 
 @dataclass(frozen=True)
@@ -122,10 +149,13 @@ class ReplyCandidate:
     active_children: int
 
 
-def tree_room(
-    session: Session, scope: Scope, *, tree_ids: list[uuid.UUID] | None = None
-) -> dict[uuid.UUID, int]:
+def tree_room(session: Session, scope: Scope) -> dict[uuid.UUID, int]:
     """Growing trees of the language -> messages they may still take (goal - valid - open reply tasks)."""
+    return {tree_id: int(room) for tree_id, room in session.execute(_room_stmt(), _params(scope)).all()}
+
+
+@functools.cache
+def _room_stmt() -> Any:
     valid = (
         select(func.count())
         .where(
@@ -142,18 +172,15 @@ def tree_room(
             Task.task_type.in_(REPLY_TASK_TYPES),
             Task.done.is_(False),
             Task.skipped.is_(False),
-            Task.created_date >= scope.recent_since,
+            Task.created_date >= SINCE,
         )
         .scalar_subquery()
     )
-    stmt = select(MessageTreeState.message_tree_id, MessageTreeState.goal_tree_size - valid - reserved).where(
-        MessageTreeState.state == TreeState.GROWING,
+    return select(MessageTreeState.message_tree_id, MessageTreeState.goal_tree_size - valid - reserved).where(
+        MessageTreeState.state == TreeState.GROWING.value,
         MessageTreeState.active.is_(True),
-        MessageTreeState.lang == scope.lang,
+        MessageTreeState.lang == LANG,
     )
-    if tree_ids is not None:
-        stmt = stmt.where(MessageTreeState.message_tree_id.in_(tree_ids))
-    return {tree_id: int(room) for tree_id, room in session.execute(stmt).all()}
 
 
 def extendible_parents(
@@ -165,9 +192,18 @@ def extendible_parents(
     limit: int = CANDIDATE_LIMIT,
 ) -> list[ReplyCandidate]:
     """Accepted messages of growing trees that may take one more reply from this user."""
-    rooms = {t: r for t, r in tree_room(session, scope).items() if r > 0}
+    rooms = [t for t, r in tree_room(session, scope).items() if r > 0]
     if not rooms:
         return []
+    params = _params(scope, limit=limit, trees=rooms, prompter_replies=cfg.num_prompter_replies)
+    if parent_ids is not None:
+        params["ids"] = parent_ids
+    rows = session.execute(_extendible_stmt(parent_ids is not None), params).all()
+    return [ReplyCandidate(p, t, role, int(n)) for p, t, role, n in rows]
+
+
+@functools.cache
+def _extendible_stmt(by_ids: bool) -> Any:
     child = aliased(Message)
     active_children = (
         select(func.count())
@@ -182,25 +218,21 @@ def extendible_parents(
         select(Message.id, Message.message_tree_id, Message.role, active_children)
         .join(MessageTreeState, MessageTreeState.message_tree_id == Message.message_tree_id)
         .where(
-            Message.message_tree_id.in_(list(rooms)),
-            Message.lang == scope.lang,
+            Message.message_tree_id.in_(bindparam("trees", expanding=True, type_=Uuid())),
+            Message.lang == LANG,
             Message.deleted.is_(False),
             Message.review_result.is_(True),
             Message.depth < MessageTreeState.max_depth,
             active_children < MessageTreeState.max_children_count,
-            or_(Message.role == "prompter", active_children < cfg.num_prompter_replies),
-            ~exists().where(
-                child.parent_id == Message.id, child.user_id == scope.user_id, child.deleted.is_(False)
-            ),
-            ~_skipped(Message.id, "_skip_reply", scope),
+            or_(Message.role == "prompter", active_children < bindparam("prompter_replies", type_=Integer())),
+            ~exists().where(child.parent_id == Message.id, child.user_id == USER, child.deleted.is_(False)),
+            ~_skipped(Message.id, "_skip_reply"),
             # the soft lock: nobody else is writing a reply to this parent right now
-            _open_tasks(Message.id, REPLY_TASK_TYPES, scope.recent_since) == 0,
+            _open_tasks(Message.id, REPLY_TASK_TYPES) == 0,
         )
-        .limit(limit)
+        .limit(LIMIT)
     )
-    if parent_ids is not None:
-        stmt = stmt.where(Message.id.in_(parent_ids))
-    return [ReplyCandidate(p, t, role, int(n)) for p, t, role, n in session.execute(stmt).all()]
+    return stmt.where(Message.id.in_(IDS)) if by_ids else stmt
 
 
 @dataclass(frozen=True)
@@ -218,21 +250,30 @@ def incomplete_rankings(
     limit: int = CANDIDATE_LIMIT,
 ) -> list[RankingCandidate]:
     """Parents in ranking trees whose replies still need rankings, none of them by this user."""
+    params = _params(scope, limit=limit, required=cfg.num_required_rankings)
+    if parent_ids is not None:
+        params["ids"] = parent_ids
+    rows = session.execute(_rankings_stmt(ranked_roles(cfg), parent_ids is not None), params).all()
+    return [RankingCandidate(p, t) for p, t in rows]
+
+
+@functools.cache
+def _rankings_stmt(roles: tuple[str, ...], by_ids: bool) -> Any:
     child = aliased(Message)
-    own = func.count().filter(child.user_id == scope.user_id)
+    own = func.count().filter(child.user_id == USER)
     grouped = (
         select(child.parent_id.label("parent_id"))
         .join(MessageTreeState, MessageTreeState.message_tree_id == child.message_tree_id)
         .where(
-            MessageTreeState.state == TreeState.RANKING,
+            MessageTreeState.state == TreeState.RANKING.value,
             MessageTreeState.active.is_(True),
-            MessageTreeState.lang == scope.lang,
+            MessageTreeState.lang == LANG,
             child.deleted.is_(False),
             child.review_result.is_(True),
-            child.role.in_(ranked_roles(cfg)),
+            child.role.in_(roles),
         )
         .group_by(child.parent_id)
-        .having(and_(func.count() > 1, func.min(child.ranking_count) < cfg.num_required_rankings, own == 0))
+        .having(and_(func.count() > 1, func.min(child.ranking_count) < REQUIRED, own == 0))
         .subquery()
     )
     ballots = (
@@ -244,20 +285,17 @@ def incomplete_rankings(
         select(Message.id, Message.message_tree_id)
         .join(grouped, grouped.c.parent_id == Message.id)
         .where(
-            Message.lang == scope.lang,
+            Message.lang == LANG,
             Message.deleted.is_(False),
-            ~_skipped(Message.id, "_skip_ranking", scope),
+            ~_skipped(Message.id, "_skip_ranking"),
             ~exists().where(
                 MessageReaction.message_id == Message.id,
-                MessageReaction.user_id == scope.user_id,
+                MessageReaction.user_id == USER,
                 MessageReaction.payload_type == RANKING_PAYLOAD,
             ),
-            ~_user_has_open_task(Message.id, RANK_TASK_TYPES, scope),
-            ballots + _open_tasks(Message.id, RANK_TASK_TYPES, scope.recent_since)
-            < cfg.num_required_rankings,
+            ~_user_has_open_task(Message.id, RANK_TASK_TYPES),
+            ballots + _open_tasks(Message.id, RANK_TASK_TYPES) < REQUIRED,
         )
-        .limit(limit)
+        .limit(LIMIT)
     )
-    if parent_ids is not None:
-        stmt = stmt.where(Message.id.in_(parent_ids))
-    return [RankingCandidate(p, t) for p, t in session.execute(stmt).all()]
+    return stmt.where(Message.id.in_(IDS)) if by_ids else stmt

@@ -147,7 +147,9 @@ class Dispatch:
             if request == R.label_prompter_reply and message.role != "prompter":
                 continue
             lock_tree(self.session, message.message_tree_id)
-            if message_id not in cq.messages_needing_review(self.session, self.scope, self.cfg, roots=roots):
+            if not cq.messages_needing_review(
+                self.session, self.scope, self.cfg, roots=roots, message_ids=[message_id]
+            ):
                 continue
             task = self._label_task(message, from_random=from_random)
             return task, self._row(task, tree_id=message.message_tree_id, target=message.id)
