@@ -203,7 +203,8 @@ def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
@@ -216,7 +217,10 @@ def server_pids(root: int) -> list[int]:
 
 
 def postgres_pids() -> list[int]:
-    return [int(p) for p in subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()]
+    return [
+        int(p)
+        for p in subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
+    ]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -230,7 +234,9 @@ def report(label: str, users: int, stats: Stats, elapsed: float, cpu: dict[str, 
     rate = stats.cycles / elapsed
     print(f"\n{label}, {users} users: {stats.cycles} cycles in {elapsed:.1f} s = {rate:.1f} cycles/s")
     if stats.cycles:
-        per_cycle = ", ".join(f"{name} {1000 * seconds / stats.cycles:.1f} ms" for name, seconds in cpu.items())
+        per_cycle = ", ".join(
+            f"{name} {1000 * seconds / stats.cycles:.1f} ms" for name, seconds in cpu.items()
+        )
         print(f"  CPU per cycle: {per_cycle}")
     original = ORIGINAL.get(users)
     if original:
@@ -278,7 +284,9 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     server.kill()
                 drop_database(args.postgres, name)
-            report(f"oasst, {workers} server process{'es' if workers > 1 else ''}", users, stats, elapsed, cpu)
+            report(
+                f"oasst, {workers} server process{'es' if workers > 1 else ''}", users, stats, elapsed, cpu
+            )
 
 
 if __name__ == "__main__":

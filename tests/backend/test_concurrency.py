@@ -105,7 +105,7 @@ def test_concurrent_volunteers_keep_invariants(database_url: str, database: Data
     check_invariants(database)
 
 
-def check_invariants(database: Database) -> None:  # noqa: C901 - one place lists every invariant
+def check_invariants(database: Database) -> None:
     def load(session: Any) -> tuple[Any, ...]:
         return (
             session.scalars(select(Message)).all(),

@@ -40,6 +40,7 @@ def test_user_request_limit(limited_client: TestClient) -> None:
     response = volunteer.request("initial_prompt")
     assert response.json()["error_code"] == 429
     assert "Retry in" in response.json()["message"]
+    assert 0 < int(response.headers["Retry-After"]) <= 240
     assert other.request("initial_prompt").status_code == 200  # budgets are per user
 
 

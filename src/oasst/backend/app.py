@@ -111,7 +111,10 @@ def _error(status: int, code: ErrorCode | int, message: str, **extra: Any) -> JS
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OasstError)
     async def _oasst_error(_: Request, exc: OasstError) -> JSONResponse:
-        return _error(exc.http_status, exc.error_code, exc.message)
+        response = _error(exc.http_status, exc.error_code, exc.message)
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -107,11 +107,14 @@ class OasstError(Exception):
         message: str,
         error_code: ErrorCode,
         http_status: HTTPStatus = HTTPStatus.BAD_REQUEST,
+        *,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message, error_code, http_status)
         self.message = message
         self.error_code = error_code
         self.http_status = http_status
+        self.retry_after = retry_after  # seconds, sent as a Retry-After header
 
     def __repr__(self) -> str:
         return f"OasstError({self.message!r}, {self.error_code.name}, {int(self.http_status)})"

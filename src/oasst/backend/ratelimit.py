@@ -86,7 +86,7 @@ class RedisRateLimiter:
 
     def exhausted(self, key: str, limit: Limit) -> bool:
         value = self._redis.get(f"{self._prefix}{limit.interval_sec}:{key}")
-        return value is not None and int(value) >= limit.requests  # type: ignore[arg-type]
+        return value is not None and int(value) >= limit.requests  # type: ignore[arg-type,unused-ignore]
 
     def reset(self) -> None:
         for key in self._redis.scan_iter(f"{self._prefix}*"):
@@ -104,4 +104,5 @@ def enforce(limiter: RateLimiter, key: str, limit: Limit, what: str) -> None:
             f"Too many {what}: at most {limit.requests} per {limit.interval_sec} s. Retry in {wait} s.",
             ErrorCode.TOO_MANY_REQUESTS,
             HTTPStatus.TOO_MANY_REQUESTS,
+            retry_after=wait,
         )

@@ -6,8 +6,10 @@ Nothing is read at import time: call :func:`load_settings` (or build :class:`Set
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_LABELS_PROMPT = [
     "spam",
@@ -159,8 +161,8 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 20
     db_max_tx_retries: int = 5
-    root_tokens: list[SecretStr] = Field(
-        default_factory=list, description="Bearer tokens allowed to mint API keys"
+    root_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Bearer tokens allowed to mint API keys (comma-separated)"
     )
     official_web_api_key: SecretStr | None = Field(None, description="Create this trusted API key on startup")
     message_size_limit: int = 2000
@@ -179,7 +181,11 @@ class Settings(BaseSettings):
     @field_validator("root_tokens", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str) and not value.startswith("["):
+        if isinstance(value, str):
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 

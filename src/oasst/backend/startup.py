@@ -27,4 +27,9 @@ def on_startup(app: FastAPI) -> Callable[[], None]:
         from oasst.backend.scheduler import start_scheduler
 
         stoppers.append(start_scheduler(database, settings))
-    return lambda: [stop() for stop in stoppers] and None
+
+    def stop_all() -> None:
+        for stop in stoppers:
+            stop()
+
+    return stop_all

@@ -6,6 +6,7 @@ from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from oasst.backend.db import Database
 from oasst.backend.errors import ErrorCode, OasstError
@@ -15,16 +16,19 @@ from oasst.backend.services import clients as clients_service
 from oasst.backend.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-def get_database(request: Request) -> Database:
-    return request.app.state.database  # type: ignore[no-any-return]
+async def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
-    return request.app.state.rate_limiter  # type: ignore[no-any-return]
+async def get_rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -32,29 +36,33 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
-def get_api_key(
+async def get_api_key(
     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
     api_key: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> str | None:
     return x_api_key or api_key
 
 
-def get_api_client(
+async def get_api_client(
     request: Request, database: DatabaseDep, key: Annotated[str | None, Depends(get_api_key)]
 ) -> ApiClient:
+    # Dependencies are async so they run on the event loop: a sync one costs a thread hop per request.
     cache = request.app.state.api_client_cache
     client = cache.get(key) if key else None
     if client is None:
-        client = database.read(lambda s: clients_service.authorize_api_client(s, key))
+        client = await run_in_threadpool(
+            database.read, lambda s: clients_service.authorize_api_client(s, key)
+        )
         cache.put(key, client)
-    return client  # type: ignore[no-any-return]
+    assert isinstance(client, ApiClient)
+    return client
 
 
-def get_trusted_api_client(client: Annotated[ApiClient, Depends(get_api_client)]) -> ApiClient:
+async def get_trusted_api_client(client: Annotated[ApiClient, Depends(get_api_client)]) -> ApiClient:
     return clients_service.require_trusted(client)
 
 
-def get_root_token(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str:
+async def get_root_token(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str:
     token = (authorization or "").removeprefix("Bearer ").strip()
     allowed = {t.get_secret_value() for t in settings.root_tokens}
     if not token or token not in allowed:
@@ -66,7 +74,7 @@ def get_root_token(settings: SettingsDep, authorization: Annotated[str | None, H
     return token
 
 
-def get_frontend_user_header(
+async def get_frontend_user_header(
     x_oasst_user: Annotated[str | None, Header(alias="x-oasst-user")] = None,
     oasst_user: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> tuple[str, str] | None:

@@ -88,7 +88,9 @@ def list_api_clients(session: Session) -> list[ApiClientResponse]:
 def set_api_client_enabled(session: Session, client_id: uuid.UUID, *, enabled: bool) -> ApiClientResponse:
     client = session.get(ApiClient, client_id)
     if client is None:
-        raise OasstError(f"API client {client_id} not found.", ErrorCode.API_CLIENT_NOT_FOUND, HTTPStatus.NOT_FOUND)
+        raise OasstError(
+            f"API client {client_id} not found.", ErrorCode.API_CLIENT_NOT_FOUND, HTTPStatus.NOT_FOUND
+        )
     client.enabled = enabled
     session.flush()
     return ApiClientResponse.model_validate(client)

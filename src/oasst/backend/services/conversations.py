@@ -17,7 +17,7 @@ def frontend_user(user: User) -> wire.FrontEndUser:
     return wire.FrontEndUser(
         id=user.username,
         display_name=user.display_name,
-        auth_method=user.auth_method,  # type: ignore[arg-type]
+        auth_method=user.auth_method,
         user_id=user.id,
         enabled=user.enabled,
         deleted=user.deleted,

@@ -21,7 +21,6 @@ from oasst.backend.models import (
     ApiClient,
     Journal,
     Message,
-    MessageEmoji,
     MessageReaction,
     Task,
     TextLabels,
@@ -30,11 +29,12 @@ from oasst.backend.models import (
     utcnow,
 )
 from oasst.backend.services import clients as clients_service
-from oasst.backend.services import tree_manager
+from oasst.backend.services import emojis, tree_manager
 from oasst.backend.services.candidates import LABEL_TASK_TYPES, RANK_TASK_TYPES, REPLY_TASK_TYPES
 from oasst.backend.services.tree_manager import RANKING_PAYLOAD
 from oasst.backend.settings import Settings
 from oasst.protocol import tasks as wire
+from oasst.protocol.common import EmojiCode
 
 SKIP_EMOJI = {
     **dict.fromkeys(REPLY_TASK_TYPES, "_skip_reply"),
@@ -54,7 +54,8 @@ def new_time_ordered_id() -> uuid.UUID:
 def _lock_task(session: Session, stmt: Any) -> Task | None:
     if is_postgres(session):
         stmt = stmt.with_for_update()
-    return session.scalars(stmt.execution_options(populate_existing=True)).first()  # type: ignore[no-any-return]
+    task: Task | None = session.scalars(stmt.execution_options(populate_existing=True)).first()
+    return task
 
 
 def _task_by_id(session: Session, client: ApiClient, task_id: uuid.UUID) -> Task:
@@ -139,27 +140,15 @@ def nack_task(
     task.skip_reason = reason
     emoji = SKIP_EMOJI.get(task.task_type)
     if emoji and task.parent_message_id is not None and task.user_id is not None:
-        message = session.get(Message, task.parent_message_id)
-        if message is not None and _add_emoji(session, message, task.user_id, emoji):
+        # lock order everywhere: tree, then message (as red flags do)
+        if task.message_tree_id is not None:
+            lock_tree(session, task.message_tree_id)
+        user = session.get(User, task.user_id)
+        if user is not None and session.get(Message, task.parent_message_id) is not None:
+            message = emojis.add_emoji(
+                session, message_id=task.parent_message_id, user=user, emoji=EmojiCode(emoji)
+            )
             tree_manager.auto_moderate_message(session, message, settings.tree_manager)
-
-
-def _add_emoji(session: Session, message: Message, user_id: uuid.UUID, emoji: str) -> bool:
-    exists = session.get(MessageEmoji, (message.id, user_id, emoji))
-    if exists is not None:
-        return False
-    session.add(MessageEmoji(message_id=message.id, user_id=user_id, emoji=emoji))
-    locked = session.scalars(
-        select(Message)
-        .where(Message.id == message.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-    counts = dict(locked.emojis or {})
-    counts[emoji] = counts.get(emoji, 0) + 1
-    locked.emojis = counts
-    session.flush()
-    return True
 
 
 def close_task(session: Session, *, client: ApiClient, frontend_message_id: str) -> None:

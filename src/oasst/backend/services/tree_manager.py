@@ -192,7 +192,8 @@ def rankable_parents(
     ).all()
     children: dict[uuid.UUID, list[uuid.UUID]] = {}
     for parent_id, child_id in rows:
-        children.setdefault(parent_id, []).append(child_id)
+        if parent_id is not None:
+            children.setdefault(parent_id, []).append(child_id)
     return {p: c for p, c in children.items() if len(c) > 1}
 
 
