@@ -115,6 +115,7 @@ def make_test_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "root_tokens": [ROOT_TOKEN],
         "run_scheduler": False,
+        "prompt_lottery_interval_sec": 0,  # tests check the lottery's effect on the very next request
         "db_pool_size": 5,
         "db_max_overflow": 40,
     }

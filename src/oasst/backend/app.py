@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -16,40 +14,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oasst import __version__
+from oasst.backend.cache import TtlCache
 from oasst.backend.db import Database, make_engine
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.guards import RequestGuard
 from oasst.backend.migrate import upgrade
 from oasst.backend.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from oasst.backend.services.clients import TaskCaches
 from oasst.backend.settings import Settings
 
 log = logging.getLogger("oasst.backend")
-
-
-class TtlCache:
-    """A tiny thread-safe cache (API key -> client) so every request does not look its key up."""
-
-    def __init__(self, ttl_sec: float = 10.0) -> None:
-        self._ttl = ttl_sec
-        self._items: dict[Any, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None or time.monotonic() - hit[0] > self._ttl:
-                return None
-            return hit[1]
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            if len(self._items) > 10_000:
-                self._items.clear()
-            self._items[key] = (time.monotonic(), value)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 def make_rate_limiter(settings: Settings) -> RateLimiter:
@@ -90,6 +64,7 @@ def create_app(settings: Settings, *, database: Database | None = None, migrate:
     app.state.database = db
     app.state.rate_limiter = make_rate_limiter(settings)
     app.state.api_client_cache = TtlCache()
+    app.state.task_caches = TaskCaches(lottery_sec=settings.prompt_lottery_interval_sec)
     _install_error_handlers(app)
     app.add_middleware(RequestGuard)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -23,6 +23,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision``."""
     cfg = alembic_config()
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # several server processes start at once: one migrates, the others wait and find it done
+            connection.execute(text("SELECT pg_advisory_xact_lock(7152651)"))
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
 

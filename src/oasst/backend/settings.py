@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     )
     allow_self_labeling: bool = False
     allow_self_ranking: bool = False
+    prompt_lottery_interval_sec: float = Field(
+        1.0,
+        ge=0,
+        description="Run the prompt lottery at most this often per language and process (0: every request)",
+    )
     run_scheduler: bool = Field(True, description="Recompute leaderboards and clean up in the background")
     tree_manager: TreeManagerConfiguration = Field(default_factory=TreeManagerConfiguration)
     rate_limits: RateLimits = Field(default_factory=RateLimits)

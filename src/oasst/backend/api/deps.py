@@ -13,6 +13,7 @@ from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import ApiClient
 from oasst.backend.ratelimit import RateLimiter
 from oasst.backend.services import clients as clients_service
+from oasst.backend.services.clients import TaskCaches
 from oasst.backend.settings import Settings
 
 
@@ -31,7 +32,13 @@ async def get_rate_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+async def get_task_caches(request: Request) -> TaskCaches:
+    cache: TaskCaches = request.app.state.task_caches
+    return cache
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+TaskCachesDep = Annotated[TaskCaches, Depends(get_task_caches)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Query
 from sqlalchemy.orm import Session
 
-from oasst.backend.api.deps import ApiClientDep, DatabaseDep, RateLimiterDep, SettingsDep
+from oasst.backend.api.deps import ApiClientDep, DatabaseDep, RateLimiterDep, SettingsDep, TaskCachesDep
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import ApiClient
 from oasst.backend.ratelimit import Limit, RateLimiter, enforce
@@ -68,6 +68,7 @@ def request_task(
     database: DatabaseDep,
     settings: SettingsDep,
     limiter: RateLimiterDep,
+    cache: TaskCachesDep,
 ) -> wire.Task:
     if body.user is None:
         raise OasstError("A task request needs a user.", ErrorCode.USER_NOT_SPECIFIED)
@@ -75,10 +76,11 @@ def request_task(
     wire_user = body.user
 
     def work(session: Session) -> wire.Task:
-        user = clients_service.get_or_create_user(session, client, wire_user)
-        clients_service.ensure_user_can_work(user, enforce_tos=settings.enforce_tos_acceptance)
+        user = clients_service.resolve_worker(
+            session, client, wire_user, cache=cache, enforce_tos=settings.enforce_tos_acceptance
+        )
         return dispenser.next_task(
-            session, settings=settings, client=client, user=user, request=body, blocked=blocked
+            session, settings=settings, client=client, user=user, request=body, blocked=blocked, caches=cache
         )
 
     task = database.write(work)
@@ -93,11 +95,13 @@ def task_availability(
     client: ApiClientDep,
     database: DatabaseDep,
     settings: SettingsDep,
+    cache: TaskCachesDep,
     lang: Annotated[str, Query(max_length=32)] = "en",
 ) -> dict[R, int]:
     def work(session: Session) -> dict[R, int]:
-        db_user = clients_service.get_or_create_user(session, client, user)
-        clients_service.ensure_user_can_work(db_user, enforce_tos=settings.enforce_tos_acceptance)
+        db_user = clients_service.resolve_worker(
+            session, client, user, cache=cache, enforce_tos=settings.enforce_tos_acceptance
+        )
         return dispenser.availability(session, settings=settings, user=db_user, lang=lang)
 
     return database.write(work)
@@ -139,17 +143,26 @@ def post_interaction(
     client: ApiClientDep,
     database: DatabaseDep,
     settings: SettingsDep,
+    cache: TaskCachesDep,
 ) -> wire.TaskDone:
     if isinstance(body, wire.TextReplyToMessage):
         database.write(
-            lambda s: interactions.handle_text_reply(s, client=client, settings=settings, body=body)
+            lambda s: interactions.handle_text_reply(
+                s, client=client, settings=settings, body=body, cache=cache
+            )
         )
     elif isinstance(body, wire.MessageRanking):
-        database.write(lambda s: interactions.handle_ranking(s, client=client, settings=settings, body=body))
+        database.write(
+            lambda s: interactions.handle_ranking(s, client=client, settings=settings, body=body, cache=cache)
+        )
     elif isinstance(body, wire.TextLabels):
         database.write(
-            lambda s: interactions.handle_text_labels(s, client=client, settings=settings, body=body)
+            lambda s: interactions.handle_text_labels(
+                s, client=client, settings=settings, body=body, cache=cache
+            )
         )
     else:
-        database.write(lambda s: interactions.handle_rating(s, client=client, settings=settings, body=body))
+        database.write(
+            lambda s: interactions.handle_rating(s, client=client, settings=settings, body=body, cache=cache)
+        )
     return wire.TaskDone()

@@ -90,6 +90,13 @@ def _skipped(target: Any, emoji: str) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class ReviewCandidate:
+    message_id: uuid.UUID
+    tree_id: uuid.UUID
+    role: str
+
+
 def messages_needing_review(
     session: Session,
     scope: Scope,
@@ -98,14 +105,14 @@ def messages_needing_review(
     roots: bool,
     message_ids: list[uuid.UUID] | None = None,
     limit: int = CANDIDATE_LIMIT,
-) -> list[uuid.UUID]:
+) -> list[ReviewCandidate]:
     """Prompts in review (``roots``) or replies of growing trees that this user may label."""
     required = cfg.num_reviews_initial_prompt if roots else cfg.num_reviews_reply
     stmt = _review_stmt(roots, message_ids is not None)
     params = _params(scope, required=required, limit=limit)
     if message_ids is not None:
         params["ids"] = message_ids
-    return list(session.scalars(stmt, params))
+    return [ReviewCandidate(m, t, role) for m, t, role in session.execute(stmt, params).all()]
 
 
 @functools.cache
@@ -117,7 +124,7 @@ def _review_stmt(roots: bool, by_ids: bool) -> Any:
         else (MessageTreeState.message_tree_id == Message.message_tree_id)
     )
     stmt = (
-        select(Message.id)
+        select(Message.id, Message.message_tree_id, Message.role)
         .join(MessageTreeState, join_on)
         .where(
             MessageTreeState.state == state.value,
@@ -239,6 +246,7 @@ def _extendible_stmt(by_ids: bool) -> Any:
 class RankingCandidate:
     parent_id: uuid.UUID
     tree_id: uuid.UUID
+    parent_role: str
 
 
 def incomplete_rankings(
@@ -254,7 +262,7 @@ def incomplete_rankings(
     if parent_ids is not None:
         params["ids"] = parent_ids
     rows = session.execute(_rankings_stmt(ranked_roles(cfg), parent_ids is not None), params).all()
-    return [RankingCandidate(p, t) for p, t in rows]
+    return [RankingCandidate(p, t, role) for p, t, role in rows]
 
 
 @functools.cache
@@ -282,7 +290,7 @@ def _rankings_stmt(roles: tuple[str, ...], by_ids: bool) -> Any:
         .scalar_subquery()
     )
     stmt = (
-        select(Message.id, Message.message_tree_id)
+        select(Message.id, Message.message_tree_id, Message.role)
         .join(grouped, grouped.c.parent_id == Message.id)
         .where(
             Message.lang == LANG,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from oasst.backend.cache import TtlCache
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import ApiClient, User, utcnow
 from oasst.protocol.common import User as WireUser
@@ -130,6 +132,80 @@ def ensure_user_can_work(user: User, *, enforce_tos: bool) -> None:
             ErrorCode.USER_HAS_NOT_ACCEPTED_TOS,
             HTTPStatus.UNAVAILABLE_FOR_LEGAL_REASONS,
         )
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What task calls need to know about a user; cached briefly so most calls skip the lookup."""
+
+    id: uuid.UUID
+    enabled: bool
+    deleted: bool
+    tos_accepted: bool
+
+
+class TaskCaches:
+    """Per-process caches of the task endpoints, each short-lived:
+
+    * frontend user -> :class:`Worker` (5 s);
+    * users whose activity was written in the last minute (60 s);
+    * language -> initial prompts available after the last prompt lottery (1 s), so the lottery runs
+      at most once a second per language and process instead of on every request.
+    """
+
+    def __init__(
+        self, ttl_sec: float = 5.0, activity_interval_sec: float = 60.0, lottery_sec: float = 1.0
+    ) -> None:
+        self.workers = TtlCache(ttl_sec)
+        self.recent_activity = TtlCache(activity_interval_sec)
+        self.lottery = TtlCache(lottery_sec)
+
+    def clear(self) -> None:
+        self.workers.clear()
+        self.recent_activity.clear()
+        self.lottery.clear()
+
+
+def resolve_worker(
+    session: Session, client: ApiClient, wire_user: WireUser, *, cache: TaskCaches | None, enforce_tos: bool
+) -> Worker:
+    """The working user (created on first sight), checked to be allowed to work on tasks.
+
+    A ban or ToS change made through another server process applies here within the cache's 5 s.
+    """
+    key = (client.id, wire_user.auth_method, wire_user.id)
+    worker: Worker | None = cache.workers.get(key) if cache is not None else None
+    if worker is None:
+        user = get_or_create_user(session, client, wire_user)
+        worker = Worker(user.id, user.enabled, user.deleted, user.tos_acceptance_date is not None)
+        if cache is not None and user.enabled and not user.deleted:
+            cache.workers.put(key, worker)
+    if not worker.enabled or worker.deleted:
+        raise OasstError(
+            "This user is disabled and cannot work on tasks.",
+            ErrorCode.USER_DISABLED,
+            HTTPStatus.SERVICE_UNAVAILABLE,
+        )
+    if enforce_tos and not worker.tos_accepted:
+        if cache is not None:
+            cache.workers.pop(key)  # they may accept any moment: look again next time
+        raise OasstError(
+            "The user has not accepted the terms of service: set tos_acceptance=true on the user first.",
+            ErrorCode.USER_HAS_NOT_ACCEPTED_TOS,
+            HTTPStatus.UNAVAILABLE_FOR_LEGAL_REASONS,
+        )
+    return worker
+
+
+def record_activity(session: Session, worker: Worker, *, cache: TaskCaches | None) -> None:
+    """Stamp activity and the streak; at most once a minute per user (streaks count whole days)."""
+    if cache is not None and cache.recent_activity.get(worker.id):
+        return
+    user = session.get(User, worker.id)
+    if user is not None:
+        update_last_activity(user, update_streak=True)
+    if cache is not None:
+        cache.recent_activity.put(worker.id, True)
 
 
 def update_last_activity(user: User, *, update_streak: bool) -> None:

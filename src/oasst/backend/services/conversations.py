@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from http import HTTPStatus
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -97,12 +98,26 @@ def user_emojis_by_message(
 
 def thread_to(session: Session, message: Message) -> list[Message]:
     """The root→message path (one query: all messages of the tree, walked in memory)."""
-    tree = {
-        m.id: m
-        for m in session.scalars(select(Message).where(Message.message_tree_id == message.message_tree_id))
-    }
+    return path_in(load_tree(session, message.message_tree_id), message.id, fallback=message)
+
+
+def thread_by_id(session: Session, tree_id: uuid.UUID, message_id: uuid.UUID) -> list[Message]:
+    """The root→message path of ``message_id`` in tree ``tree_id``, in one query."""
+    return path_in(load_tree(session, tree_id), message_id)
+
+
+def load_tree(session: Session, tree_id: uuid.UUID) -> dict[uuid.UUID, Message]:
+    return {m.id: m for m in session.scalars(select(Message).where(Message.message_tree_id == tree_id))}
+
+
+def path_in(
+    tree: dict[uuid.UUID, Message], message_id: uuid.UUID, *, fallback: Message | None = None
+) -> list[Message]:
+    """The root→message path within an already loaded tree."""
+    current: Message | None = tree.get(message_id, fallback)
+    if current is None:
+        raise OasstError("The message no longer exists.", ErrorCode.MESSAGE_NOT_FOUND, HTTPStatus.NOT_FOUND)
     path: list[Message] = []
-    current: Message | None = tree.get(message.id, message)
     while current is not None:
         path.append(current)
         if current.parent_id is None:

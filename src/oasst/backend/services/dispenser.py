@@ -19,10 +19,17 @@ from sqlalchemy.orm import Session
 
 from oasst.backend.db import lock_tree
 from oasst.backend.errors import ErrorCode, OasstError
-from oasst.backend.models import ApiClient, Message, Task, User, utcnow
+from oasst.backend.models import ApiClient, Message, Task, utcnow
 from oasst.backend.services import candidates as cq
 from oasst.backend.services import tree_manager
-from oasst.backend.services.conversations import conversation_message, conversation_of, thread_to
+from oasst.backend.services.clients import TaskCaches, Worker
+from oasst.backend.services.conversations import (
+    conversation_message,
+    conversation_of,
+    load_tree,
+    path_in,
+    thread_by_id,
+)
 from oasst.backend.settings import Settings, TreeManagerConfiguration
 from oasst.protocol import tasks as wire
 from oasst.protocol.common import describe_label
@@ -54,7 +61,7 @@ class Dispatch:
     """One task request: the user, the language, and the settings it runs under."""
 
     def __init__(
-        self, session: Session, *, settings: Settings, user: User, lang: str, blocked: set[R]
+        self, session: Session, *, settings: Settings, user: Worker, lang: str, blocked: set[R]
     ) -> None:
         self.session = session
         self.settings = settings
@@ -120,11 +127,9 @@ class Dispatch:
                 self.session, self.scope, self.cfg, parent_ids=[candidate.parent_id]
             ):
                 continue
-            parent = self.session.get(Message, candidate.parent_id)
-            assert parent is not None
-            conversation = conversation_of(
-                self.session, thread_to(self.session, parent), reader_id=self.user.id
-            )
+            thread = thread_by_id(self.session, candidate.tree_id, candidate.parent_id)
+            parent = thread[-1]
+            conversation = conversation_of(self.session, thread, reader_id=self.user.id)
             task: wire.Task
             if parent.role == "assistant":
                 task = wire.PrompterReplyTask(conversation=conversation)
@@ -136,28 +141,27 @@ class Dispatch:
     def _label(
         self, *, roots: bool, from_random: bool, request: R | None = None
     ) -> tuple[wire.Task, Task] | None:
-        ids = cq.messages_needing_review(self.session, self.scope, self.cfg, roots=roots)
-        random.shuffle(ids)
-        for message_id in ids[:RETRIES_PER_KIND]:
-            message = self.session.get(Message, message_id)
-            if message is None:
-                continue
-            if request == R.label_assistant_reply and message.role != "assistant":
-                continue
-            if request == R.label_prompter_reply and message.role != "prompter":
-                continue
-            lock_tree(self.session, message.message_tree_id)
+        found = cq.messages_needing_review(self.session, self.scope, self.cfg, roots=roots)
+        if request == R.label_assistant_reply:
+            found = [c for c in found if c.role == "assistant"]
+        elif request == R.label_prompter_reply:
+            found = [c for c in found if c.role == "prompter"]
+        random.shuffle(found)
+        for candidate in found[:RETRIES_PER_KIND]:
+            lock_tree(self.session, candidate.tree_id)
             if not cq.messages_needing_review(
-                self.session, self.scope, self.cfg, roots=roots, message_ids=[message_id]
+                self.session, self.scope, self.cfg, roots=roots, message_ids=[candidate.message_id]
             ):
                 continue
-            task = self._label_task(message, from_random=from_random)
-            return task, self._row(task, tree_id=message.message_tree_id, target=message.id)
+            thread = thread_by_id(self.session, candidate.tree_id, candidate.message_id)
+            task = self._label_task(thread, from_random=from_random)
+            return task, self._row(task, tree_id=candidate.tree_id, target=candidate.message_id)
         return None
 
-    def _label_task(self, message: Message, *, from_random: bool) -> wire.Task:
+    def _label_task(self, thread: list[Message], *, from_random: bool) -> wire.Task:
         cfg = self.cfg
-        conversation = conversation_of(self.session, thread_to(self.session, message), reader_id=self.user.id)
+        message = thread[-1]
+        conversation = conversation_of(self.session, thread, reader_id=self.user.id)
         if message.parent_id is None:
             valid, mandatory, p_full = (
                 cfg.labels_initial_prompt,
@@ -208,43 +212,53 @@ class Dispatch:
                 self.session, self.scope, self.cfg, parent_ids=[candidate.parent_id]
             ):
                 continue
-            parent = self.session.get(Message, candidate.parent_id)
-            assert parent is not None
-            if request == R.rank_prompter_replies and parent.role != "assistant":
+            if request == R.rank_prompter_replies and candidate.parent_role != "assistant":
                 continue
-            if request == R.rank_assistant_replies and parent.role != "prompter":
+            if request == R.rank_assistant_replies and candidate.parent_role != "prompter":
                 continue
-            return self._ranking_task(parent)
+            return self._ranking_task(candidate.tree_id, candidate.parent_id)
         return None
 
-    def _ranking_task(self, parent: Message) -> tuple[wire.Task, Task]:
-        replies = list(
-            self.session.scalars(
-                select(Message).where(
-                    Message.parent_id == parent.id,
-                    Message.deleted.is_(False),
-                    Message.review_result.is_(True),
-                    Message.role.in_(tree_manager.ranked_roles(self.cfg)),
-                )
-            )
-        )
+    def _ranking_task(self, tree_id: uuid.UUID, parent_id: uuid.UUID) -> tuple[wire.Task, Task]:
+        tree = load_tree(self.session, tree_id)
+        thread = path_in(tree, parent_id)
+        parent = thread[-1]
+        roles = tree_manager.ranked_roles(self.cfg)
+        replies = [
+            m
+            for m in tree.values()
+            if m.parent_id == parent_id and not m.deleted and m.review_result and m.role in roles
+        ]
         random.shuffle(replies)
         reveal = all(r.synthetic for r in replies)
-        conversation = conversation_of(self.session, thread_to(self.session, parent), reader_id=self.user.id)
+        conversation = conversation_of(self.session, thread, reader_id=self.user.id)
         reply_messages = [conversation_message(r, hide_synthetic=not reveal) for r in replies]
         cls = wire.RankPrompterRepliesTask if parent.role == "assistant" else wire.RankAssistantRepliesTask
         task = cls(
             conversation=conversation,
             replies=[r.text for r in replies],
             reply_messages=reply_messages,
-            message_tree_id=parent.message_tree_id,
-            ranking_parent_id=parent.id,
+            message_tree_id=tree_id,
+            ranking_parent_id=parent_id,
             reveal_synthetic=reveal,
         )
-        return task, self._row(task, tree_id=parent.message_tree_id, target=parent.id)
+        return task, self._row(task, tree_id=tree_id, target=parent_id)
 
 
-def _check_pending(session: Session, user: User, cfg: TreeManagerConfiguration) -> None:
+def _lottery(session: Session, lang: str, cfg: TreeManagerConfiguration, caches: TaskCaches | None) -> int:
+    """Run the prompt lottery (cached for a second per language); returns initial prompts available."""
+    if lang in cfg.init_prompt_disabled_langs_list:
+        return 0
+    cached = caches.lottery.get(lang) if caches is not None else None
+    if cached is not None:
+        return int(cached)
+    available = tree_manager.prompt_lottery(session, lang, cfg, max_activate=2)
+    if caches is not None:
+        caches.lottery.put(lang, available)
+    return available
+
+
+def _check_pending(session: Session, user: Worker, cfg: TreeManagerConfiguration) -> None:
     since = utcnow() - timedelta(seconds=cfg.recent_tasks_span_sec)
     pending = session.scalar(
         select(func.count()).where(
@@ -268,18 +282,17 @@ def next_task(
     *,
     settings: Settings,
     client: ApiClient,
-    user: User,
+    user: Worker,
     request: wire.TaskRequest,
     blocked: set[R] | None = None,
+    caches: TaskCaches | None = None,
 ) -> wire.Task:
     """Choose, build and store the next task for ``user``; raise 1006 when nothing fits."""
     cfg = settings.tree_manager
     lang = request.lang or "en"
     if request.type in NEVER_GENERATED:
         raise _not_available(request.type)
-    missing_prompts = tree_manager.prompt_lottery(session, lang, cfg, max_activate=2)
-    if lang in cfg.init_prompt_disabled_langs_list:
-        missing_prompts = 0
+    missing_prompts = _lottery(session, lang, cfg, caches)
     _check_pending(session, user, cfg)
     dispatch = Dispatch(session, settings=settings, user=user, lang=lang, blocked=blocked or set())
     if request.type == R.random:
@@ -315,39 +328,25 @@ def _not_available(request_type: R) -> OasstError:
     )
 
 
-def availability(session: Session, *, settings: Settings, user: User, lang: str) -> dict[R, int]:
+def availability(session: Session, *, settings: Settings, user: Worker, lang: str) -> dict[R, int]:
     """How many tasks of each type this user could get now (``random`` is the sum)."""
     cfg = settings.tree_manager
-    missing_prompts = tree_manager.prompt_lottery(session, lang, cfg, max_activate=1)
-    if lang in cfg.init_prompt_disabled_langs_list:
-        missing_prompts = 0
+    missing_prompts = 0
+    if lang not in cfg.init_prompt_disabled_langs_list:
+        missing_prompts = tree_manager.prompt_lottery(session, lang, cfg, max_activate=1)
     scope = Dispatch(session, settings=settings, user=user, lang=lang, blocked=set()).scope
     review_prompts = len(cq.messages_needing_review(session, scope, cfg, roots=True, limit=10_000))
-    review_reply_ids = cq.messages_needing_review(session, scope, cfg, roots=False, limit=10_000)
-    roles = (
-        dict(session.execute(select(Message.id, Message.role).where(Message.id.in_(review_reply_ids))).all())
-        if review_reply_ids
-        else {}
-    )
+    review_replies = cq.messages_needing_review(session, scope, cfg, roots=False, limit=10_000)
     parents = cq.extendible_parents(session, scope, cfg, limit=10_000)
     rankings = cq.incomplete_rankings(session, scope, cfg, limit=10_000)
-    ranking_roles = (
-        dict(
-            session.execute(
-                select(Message.id, Message.role).where(Message.id.in_([r.parent_id for r in rankings]))
-            ).all()
-        )
-        if rankings
-        else {}
-    )
     counts = {t: 0 for t in R}
     counts[R.initial_prompt] = missing_prompts
     counts[R.label_initial_prompt] = review_prompts
-    counts[R.label_assistant_reply] = sum(1 for r in roles.values() if r == "assistant")
-    counts[R.label_prompter_reply] = sum(1 for r in roles.values() if r == "prompter")
+    counts[R.label_assistant_reply] = sum(1 for r in review_replies if r.role == "assistant")
+    counts[R.label_prompter_reply] = sum(1 for r in review_replies if r.role == "prompter")
     counts[R.assistant_reply] = sum(1 for p in parents if p.role == "prompter")
     counts[R.prompter_reply] = sum(1 for p in parents if p.role == "assistant")
-    counts[R.rank_assistant_replies] = sum(1 for r in ranking_roles.values() if r == "prompter")
-    counts[R.rank_prompter_replies] = sum(1 for r in ranking_roles.values() if r == "assistant")
+    counts[R.rank_assistant_replies] = sum(1 for r in rankings if r.parent_role == "prompter")
+    counts[R.rank_prompter_replies] = sum(1 for r in rankings if r.parent_role == "assistant")
     counts[R.random] = sum(v for k, v in counts.items() if k != R.random)
     return counts

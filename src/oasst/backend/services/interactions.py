@@ -31,6 +31,7 @@ from oasst.backend.models import (
 from oasst.backend.services import clients as clients_service
 from oasst.backend.services import emojis, tree_manager
 from oasst.backend.services.candidates import LABEL_TASK_TYPES, RANK_TASK_TYPES, REPLY_TASK_TYPES
+from oasst.backend.services.clients import TaskCaches, Worker
 from oasst.backend.services.tree_manager import RANKING_PAYLOAD
 from oasst.backend.settings import Settings
 from oasst.protocol import tasks as wire
@@ -88,7 +89,7 @@ def _check_open(task: Task) -> None:
         raise OasstError("The task has expired; request a new one.", ErrorCode.TASK_EXPIRED)
 
 
-def _validate_for_interaction(task: Task, user: User, types: tuple[str, ...]) -> None:
+def _validate_for_interaction(task: Task, user: Worker, types: tuple[str, ...]) -> None:
     _check_open(task)
     if not task.ack:
         raise OasstError("The task was not acknowledged: ack it first.", ErrorCode.TASK_NOT_ACK)
@@ -164,7 +165,7 @@ def close_task(session: Session, *, client: ApiClient, frontend_message_id: str)
 def _journal(
     session: Session,
     client: ApiClient,
-    user: User,
+    user: Worker,
     message_id: uuid.UUID | None,
     event: str,
     payload: dict[str, Any],
@@ -181,17 +182,24 @@ def _journal(
     )
 
 
-def _prepare_user(session: Session, client: ApiClient, settings: Settings, wire_user: Any) -> User:
-    user = clients_service.get_or_create_user(session, client, wire_user)
-    clients_service.ensure_user_can_work(user, enforce_tos=settings.enforce_tos_acceptance)
-    return user
+def _prepare_user(
+    session: Session, client: ApiClient, settings: Settings, wire_user: Any, cache: TaskCaches | None
+) -> Worker:
+    return clients_service.resolve_worker(
+        session, client, wire_user, cache=cache, enforce_tos=settings.enforce_tos_acceptance
+    )
 
 
 def handle_text_reply(
-    session: Session, *, client: ApiClient, settings: Settings, body: wire.TextReplyToMessage
+    session: Session,
+    *,
+    client: ApiClient,
+    settings: Settings,
+    body: wire.TextReplyToMessage,
+    cache: TaskCaches | None = None,
 ) -> uuid.UUID:
     """Store a prompt or reply; returns the new message's id."""
-    user = _prepare_user(session, client, settings, body.user)
+    user = _prepare_user(session, client, settings, body.user, cache)
     task = _task_by_frontend_id(session, client, body.message_id)
     _validate_for_interaction(task, user, ("initial_prompt", *REPLY_TASK_TYPES))
     text = body.text.strip()
@@ -231,11 +239,11 @@ def handle_text_reply(
         "text_reply_to_message",
         {"role": message.role, "length": len(text)},
     )
-    clients_service.update_last_activity(user, update_streak=True)
+    clients_service.record_activity(session, user, cache=cache)
     return message.id
 
 
-def _check_text(session: Session, settings: Settings, user: User, text: str) -> None:
+def _check_text(session: Session, settings: Settings, user: Worker, text: str) -> None:
     if not text:
         raise OasstError("The message text is empty.", ErrorCode.TASK_MESSAGE_TEXT_EMPTY)
     if len(text) > settings.message_size_limit:
@@ -253,7 +261,7 @@ def _check_text(session: Session, settings: Settings, user: User, text: str) -> 
 
 
 def _reply_under(
-    session: Session, settings: Settings, task: Task, user: User, message_id: uuid.UUID, lang: str
+    session: Session, settings: Settings, task: Task, user: Worker, message_id: uuid.UUID, lang: str
 ) -> Message:
     """Check, under the tree lock, that the parent and tree still have room, and build the reply."""
     assert task.parent_message_id is not None and task.message_tree_id is not None
@@ -308,10 +316,15 @@ _ABORTED = {TreeState.ABORTED_LOW_GRADE, TreeState.HALTED_BY_MODERATOR}
 
 
 def handle_ranking(
-    session: Session, *, client: ApiClient, settings: Settings, body: wire.MessageRanking
+    session: Session,
+    *,
+    client: ApiClient,
+    settings: Settings,
+    body: wire.MessageRanking,
+    cache: TaskCaches | None = None,
 ) -> uuid.UUID:
     """Store a ranking ballot (index 0 = best) and check whether the tree can be scored."""
-    user = _prepare_user(session, client, settings, body.user)
+    user = _prepare_user(session, client, settings, body.user, cache)
     task = _task_by_frontend_id(session, client, body.message_id)
     _validate_for_interaction(task, user, RANK_TASK_TYPES)
     replies = task.payload.get("reply_messages", [])
@@ -353,18 +366,23 @@ def handle_ranking(
     task.done = True
     session.flush()
     _journal(session, client, user, parent_id, "message_ranking", payload)
-    clients_service.update_last_activity(user, update_streak=True)
+    clients_service.record_activity(session, user, cache=cache)
     tree_manager.check_condition_for_scoring_state(session, mts, settings.tree_manager)
     return task.id
 
 
 def handle_text_labels(
-    session: Session, *, client: ApiClient, settings: Settings, body: wire.TextLabels
+    session: Session,
+    *,
+    client: ApiClient,
+    settings: Settings,
+    body: wire.TextLabels,
+    cache: TaskCaches | None = None,
 ) -> uuid.UUID:
     """Store a review from a label task, count it, and decide acceptance once enough are in."""
     if body.task_id is None:
         raise OasstError("A task label needs task_id.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
-    user = _prepare_user(session, client, settings, body.user)
+    user = _prepare_user(session, client, settings, body.user, cache)
     task = _task_by_id(session, client, body.task_id)
     _validate_for_interaction(task, user, LABEL_TASK_TYPES)
     if str(body.message_id) != task.payload.get("message_id"):
@@ -417,17 +435,22 @@ def handle_text_labels(
     _journal(
         session, client, user, message.id, "text_labels", {"labels": labels, "mode": task.payload.get("mode")}
     )
-    clients_service.update_last_activity(user, update_streak=True)
+    clients_service.record_activity(session, user, cache=cache)
     if mts is not None:
         tree_manager.after_text_labels(session, message, mts, settings.tree_manager)
     return task.id
 
 
 def handle_rating(
-    session: Session, *, client: ApiClient, settings: Settings, body: wire.MessageRating
+    session: Session,
+    *,
+    client: ApiClient,
+    settings: Settings,
+    body: wire.MessageRating,
+    cache: TaskCaches | None = None,
 ) -> uuid.UUID:
     """Ratings belong to rate_summary tasks, which are never generated (as in the original)."""
-    user = _prepare_user(session, client, settings, body.user)
+    user = _prepare_user(session, client, settings, body.user, cache)
     task = _task_by_frontend_id(session, client, body.message_id)
     _validate_for_interaction(task, user, ("rate_summary",))
     return task.id
