@@ -8,6 +8,7 @@ counts, tree size, one reply per user per parent, state) are checked and changed
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 import zlib
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, bindparam, create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,10 +77,19 @@ def is_postgres(session: Session) -> bool:
 
 def lock_tree(session: Session, tree_id: uuid.UUID) -> MessageTreeState | None:
     """Lock a tree's state row for the rest of the transaction and return it (None if the tree has none)."""
-    stmt = select(MessageTreeState).where(MessageTreeState.message_tree_id == tree_id)
-    if is_postgres(session):
-        stmt = stmt.with_for_update()
-    return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
+    stmt = _lock_tree_stmt(is_postgres(session))
+    return session.scalars(stmt, {"tree_id": tree_id}).one_or_none()
+
+
+@functools.cache
+def _lock_tree_stmt(for_update: bool) -> Any:
+    # built once: constructing statements costs more CPU than running these
+    stmt = (
+        select(MessageTreeState)
+        .where(MessageTreeState.message_tree_id == bindparam("tree_id"))
+        .execution_options(populate_existing=True)
+    )
+    return stmt.with_for_update() if for_update else stmt
 
 
 def lock_named(session: Session, name: str) -> None:

@@ -8,11 +8,13 @@ until one has work; the first available type of such an order has exactly the or
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -258,17 +260,20 @@ def _lottery(session: Session, lang: str, cfg: TreeManagerConfiguration, caches:
     return available
 
 
+@functools.cache
+def _pending_stmt() -> Any:
+    return select(func.count()).where(
+        Task.user_id == cq.USER,
+        Task.done.is_(False),
+        Task.skipped.is_(False),
+        Task.collective.is_(False),
+        Task.created_date >= cq.SINCE,
+    )
+
+
 def _check_pending(session: Session, user: Worker, cfg: TreeManagerConfiguration) -> None:
     since = utcnow() - timedelta(seconds=cfg.recent_tasks_span_sec)
-    pending = session.scalar(
-        select(func.count()).where(
-            Task.user_id == user.id,
-            Task.done.is_(False),
-            Task.skipped.is_(False),
-            Task.collective.is_(False),
-            Task.created_date >= since,
-        )
-    )
+    pending = session.scalar(_pending_stmt(), {"user_id": user.id, "since": since})
     if (pending or 0) >= cfg.max_pending_tasks_per_user:
         raise OasstError(
             f"The user has {pending} unfinished tasks: complete or skip (nack) some before asking for more.",

@@ -7,12 +7,13 @@ reply slot of a parent or tree, and a failed check leaves nothing written.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from oasst.backend.db import is_postgres, lock_tree
@@ -52,25 +53,32 @@ def new_time_ordered_id() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
-def _lock_task(session: Session, stmt: Any) -> Task | None:
-    if is_postgres(session):
-        stmt = stmt.with_for_update()
-    task: Task | None = session.scalars(stmt.execution_options(populate_existing=True)).first()
+@functools.cache
+def _task_stmt(by_frontend_id: bool, for_update: bool) -> Any:
+    key = Task.frontend_message_id if by_frontend_id else Task.id
+    stmt = (
+        select(Task)
+        .where(key == bindparam("key"), Task.api_client_id == bindparam("client_id"))
+        .execution_options(populate_existing=True)
+    )
+    return stmt.with_for_update() if for_update else stmt
+
+
+def _lock_task(session: Session, client: ApiClient, key: object, *, by_frontend_id: bool) -> Task | None:
+    stmt = _task_stmt(by_frontend_id, is_postgres(session))
+    task: Task | None = session.scalars(stmt, {"key": key, "client_id": client.id}).first()
     return task
 
 
 def _task_by_id(session: Session, client: ApiClient, task_id: uuid.UUID) -> Task:
-    task = _lock_task(session, select(Task).where(Task.id == task_id, Task.api_client_id == client.id))
+    task = _lock_task(session, client, task_id, by_frontend_id=False)
     if task is None:
         raise OasstError(f"Task {task_id} not found.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
     return task
 
 
 def _task_by_frontend_id(session: Session, client: ApiClient, frontend_message_id: str) -> Task:
-    task = _lock_task(
-        session,
-        select(Task).where(Task.api_client_id == client.id, Task.frontend_message_id == frontend_message_id),
-    )
+    task = _lock_task(session, client, frontend_message_id, by_frontend_id=True)
     if task is None:
         raise OasstError(
             f"No acknowledged task has frontend message id '{frontend_message_id}': ack the task first.",
