@@ -270,12 +270,17 @@ def main() -> None:
             port = free_port()
             server = start_server(database_url, port, workers, api_key, args.redis)
             pids = server_pids(server.pid)
-            before = {"server": cpu_seconds(pids), "postgres": cpu_seconds(postgres_pids())}
+            before = {
+                "server": cpu_seconds(pids),
+                "postgres": cpu_seconds(postgres_pids()),
+                "load generator": cpu_seconds([os.getpid()]),
+            }
             try:
                 stats, elapsed = asyncio.run(drive(f"http://127.0.0.1:{port}", api_key, users, args.duration))
                 cpu = {
                     "server": cpu_seconds(pids) - before["server"],
                     "postgres": cpu_seconds(postgres_pids()) - before["postgres"],
+                    "load generator": cpu_seconds([os.getpid()]) - before["load generator"],
                 }
             finally:
                 server.send_signal(signal.SIGINT)
