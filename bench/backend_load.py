@@ -33,6 +33,8 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from rawhttp import RawJsonClient
+
 ORIGINAL = {  # the original backend, one process (reference notes §13): cycles/s and request p99 ms
     1: ("11.4", "47"),
     8: ("17.0", "388"),
@@ -153,48 +155,51 @@ def interaction(task: dict[str, Any], frontend_id: str, rng: random.Random) -> d
     }
 
 
-async def volunteer(http: httpx.AsyncClient, n: int, stop_at: float, stats: Stats) -> None:
+async def volunteer(base: tuple[str, int], api_key: str, n: int, stop_at: float, stats: Stats) -> None:
     rng = random.Random(n)
     user = {"id": f"bench-{n}-{secrets.token_hex(3)}", "display_name": f"Bench {n}", "auth_method": "local"}
+    http = RawJsonClient(*base, headers={"X-API-Key": api_key})
 
-    async def call(name: str, url: str, body: Any) -> httpx.Response:
+    async def call(name: str, url: str, body: Any) -> tuple[int, Any]:
         start = time.perf_counter()
-        response = await http.post(url, json=body)
+        response = await http.post(url, body)
         stats.latencies[name].append(time.perf_counter() - start)
         return response
 
-    while time.monotonic() < stop_at:
-        cycle_start = time.perf_counter()
-        response = await call("request", "/api/v1/tasks/", {"type": "random", "user": user, "lang": "en"})
-        if response.status_code != 200:
-            stats.errors[f"request:{response.json().get('error_code')}"] += 1
-            await asyncio.sleep(0.05)
-            continue
-        task = response.json()
-        frontend_id = uuid.uuid4().hex
-        response = await call("ack", f"/api/v1/tasks/{task['id']}/ack", {"message_id": frontend_id})
-        if response.status_code != 204:
-            stats.errors[f"ack:{response.json().get('error_code')}"] += 1
-            continue
-        body = {**interaction(task, frontend_id, rng), "user": user}
-        response = await call("interaction", "/api/v1/tasks/interaction", body)
-        if response.status_code != 200:
-            stats.errors[f"interaction:{response.json().get('error_code')}"] += 1
-            continue
-        stats.latencies["cycle"].append(time.perf_counter() - cycle_start)
-        stats.task_types[task["type"]] += 1
-        stats.cycles += 1
+    try:
+        while time.monotonic() < stop_at:
+            cycle_start = time.perf_counter()
+            status, task = await call(
+                "request", "/api/v1/tasks/", {"type": "random", "user": user, "lang": "en"}
+            )
+            if status != 200:
+                stats.errors[f"request:{task.get('error_code')}"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            frontend_id = uuid.uuid4().hex
+            status, body = await call("ack", f"/api/v1/tasks/{task['id']}/ack", {"message_id": frontend_id})
+            if status != 204:
+                stats.errors[f"ack:{body.get('error_code')}"] += 1
+                continue
+            answer = {**interaction(task, frontend_id, rng), "user": user}
+            status, body = await call("interaction", "/api/v1/tasks/interaction", answer)
+            if status != 200:
+                stats.errors[f"interaction:{body.get('error_code')}"] += 1
+                continue
+            stats.latencies["cycle"].append(time.perf_counter() - cycle_start)
+            stats.task_types[task["type"]] += 1
+            stats.cycles += 1
+    finally:
+        await http.close()
 
 
-async def drive(base_url: str, api_key: str, users: int, duration: float) -> tuple[Stats, float]:
+async def drive(port: int, api_key: str, users: int, duration: float) -> tuple[Stats, float]:
     stats = Stats()
-    limits = httpx.Limits(max_connections=users + 4, max_keepalive_connections=users + 4)
-    async with httpx.AsyncClient(
-        base_url=base_url, headers={"X-API-Key": api_key}, timeout=60, limits=limits
-    ) as http:
-        start = time.monotonic()
-        await asyncio.gather(*(volunteer(http, i, start + duration, stats) for i in range(users)))
-        return stats, time.monotonic() - start
+    start = time.monotonic()
+    await asyncio.gather(
+        *(volunteer(("127.0.0.1", port), api_key, i, start + duration, stats) for i in range(users))
+    )
+    return stats, time.monotonic() - start
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -276,7 +281,7 @@ def main() -> None:
                 "load generator": cpu_seconds([os.getpid()]),
             }
             try:
-                stats, elapsed = asyncio.run(drive(f"http://127.0.0.1:{port}", api_key, users, args.duration))
+                stats, elapsed = asyncio.run(drive(port, api_key, users, args.duration))
                 cpu = {
                     "server": cpu_seconds(pids) - before["server"],
                     "postgres": cpu_seconds(postgres_pids()) - before["postgres"],

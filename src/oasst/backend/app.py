@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -42,6 +43,9 @@ def create_app(settings: Settings, *, database: Database | None = None, migrate:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from oasst.backend.startup import on_startup
 
+        # Fewer threads than concurrent requests: every thread switch costs GIL hand-offs, and more
+        # threads than database connections only queue inside the pool.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         if migrate:
             upgrade(db.engine)
         stop = on_startup(app)

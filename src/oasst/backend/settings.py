@@ -161,6 +161,7 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
     db_max_overflow: int = 20
     db_max_tx_retries: int = 5
+    request_threads: int = Field(8, ge=1, description="Threads per process that run requests' database work")
     root_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Bearer tokens allowed to mint API keys (comma-separated)"
     )

@@ -78,6 +78,9 @@ def serve_command(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (costs CPU; a load balancer usually logs them).")
+    ] = False,
 ) -> None:
     """Serve the backend API with uvicorn (production).
 
@@ -101,8 +104,16 @@ def serve_command(
     )
     try:
         if n == 1:
-            uvicorn.run(app_factory(), host=host, port=port, log_level=log_level)
+            uvicorn.run(app_factory(), host=host, port=port, log_level=log_level, access_log=access_log)
         else:
-            uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=n, log_level=log_level)
+            uvicorn.run(
+                FACTORY,
+                factory=True,
+                host=host,
+                port=port,
+                workers=n,
+                log_level=log_level,
+                access_log=access_log,
+            )
     except KeyboardInterrupt:
         pass
