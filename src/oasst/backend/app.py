@@ -72,9 +72,9 @@ def create_app(settings: Settings, *, database: Database | None = None, migrate:
     _install_error_handlers(app)
     app.add_middleware(RequestGuard)
 
-    from oasst.backend.api.router import api_router
+    from oasst.backend.api.router import mount_api
 
-    app.include_router(api_router, prefix="/api/v1")
+    mount_api(app)
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:

@@ -75,21 +75,27 @@ def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def lock_tree(session: Session, tree_id: uuid.UUID) -> MessageTreeState | None:
-    """Lock a tree's state row for the rest of the transaction and return it (None if the tree has none)."""
-    stmt = _lock_tree_stmt(is_postgres(session))
-    return session.scalars(stmt, {"tree_id": tree_id}).one_or_none()
+def lock_tree(session: Session, tree_id: uuid.UUID, *, skip_locked: bool = False) -> MessageTreeState | None:
+    """Lock a tree's state row for the rest of the transaction and return it.
+
+    Returns None if the tree has no state row, or (with ``skip_locked``) if another transaction holds
+    the lock right now: the dispenser then offers another tree instead of waiting in line.
+    """
+    mode = ("skip" if skip_locked else "wait") if is_postgres(session) else "none"
+    return session.scalars(_lock_tree_stmt(mode), {"tree_id": tree_id}).one_or_none()
 
 
 @functools.cache
-def _lock_tree_stmt(for_update: bool) -> Any:
+def _lock_tree_stmt(mode: str) -> Any:
     # built once: constructing statements costs more CPU than running these
     stmt = (
         select(MessageTreeState)
         .where(MessageTreeState.message_tree_id == bindparam("tree_id"))
         .execution_options(populate_existing=True)
     )
-    return stmt.with_for_update() if for_update else stmt
+    if mode == "none":
+        return stmt
+    return stmt.with_for_update(skip_locked=mode == "skip")
 
 
 def lock_named(session: Session, name: str) -> None:

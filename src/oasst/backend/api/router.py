@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, FastAPI, Request
 
 from oasst.backend.api import (
     admin,
@@ -29,16 +29,23 @@ async def forget_workers_after_change(request: Request) -> AsyncIterator[None]:
 
 USER_CHANGES = [Depends(forget_workers_after_change)]
 
-api_router = APIRouter()
-api_router.include_router(tasks.router, prefix="/tasks", tags=["tasks"])
-api_router.include_router(text_labels.router, prefix="/text_labels", tags=["text_labels"])
-api_router.include_router(messages.router, prefix="/messages", tags=["messages"])
-api_router.include_router(frontend_messages.router, prefix="/frontend_messages", tags=["frontend_messages"])
-api_router.include_router(users.router, prefix="/users", tags=["users"], dependencies=USER_CHANGES)
-api_router.include_router(
-    frontend_users.router, prefix="/frontend_users", tags=["frontend_users"], dependencies=USER_CHANGES
-)
-api_router.include_router(leaderboards.router, prefix="/leaderboards", tags=["leaderboards"])
-api_router.include_router(trollboards.router, prefix="/trollboards", tags=["trollboards"])
-api_router.include_router(stats.router, prefix="/stats", tags=["stats"])
-api_router.include_router(admin.router, prefix="/admin", tags=["admin"], dependencies=USER_CHANGES)
+PREFIX = "/api/v1"
+# (router, path, tags, extra dependencies)
+ROUTES = [
+    (tasks.router, "/tasks", ["tasks"], []),
+    (text_labels.router, "/text_labels", ["text_labels"], []),
+    (messages.router, "/messages", ["messages"], []),
+    (frontend_messages.router, "/frontend_messages", ["frontend_messages"], []),
+    (users.router, "/users", ["users"], USER_CHANGES),
+    (frontend_users.router, "/frontend_users", ["frontend_users"], USER_CHANGES),
+    (leaderboards.router, "/leaderboards", ["leaderboards"], []),
+    (trollboards.router, "/trollboards", ["trollboards"], []),
+    (stats.router, "/stats", ["stats"], []),
+    (admin.router, "/admin", ["admin"], USER_CHANGES),
+]
+
+
+def mount_api(app: FastAPI) -> None:
+    """Mount every resource router directly on the app (one level: route matching stays cheap)."""
+    for router, path, tags, dependencies in ROUTES:
+        app.include_router(router, prefix=PREFIX + path, tags=list(tags), dependencies=dependencies)

@@ -46,7 +46,8 @@ class Scope:
 
 
 # Statements are built once per shape with bind parameters and reused: building these expressions
-# (subqueries, aliases) costs far more CPU than running them.
+# (subqueries, aliases) costs far more CPU than running them. They run on the session's connection
+# directly (Core), skipping the ORM's per-statement machinery, since they return plain rows.
 USER = bindparam("user_id", type_=Uuid())
 LANG = bindparam("lang", type_=String())
 SINCE = bindparam("since", type_=UTCDateTime())
@@ -112,7 +113,7 @@ def messages_needing_review(
     params = _params(scope, required=required, limit=limit)
     if message_ids is not None:
         params["ids"] = message_ids
-    return [ReviewCandidate(m, t, role) for m, t, role in session.execute(stmt, params).all()]
+    return [ReviewCandidate(m, t, role) for m, t, role in session.connection().execute(stmt, params).all()]
 
 
 @functools.cache
@@ -158,7 +159,10 @@ class ReplyCandidate:
 
 def tree_room(session: Session, scope: Scope) -> dict[uuid.UUID, int]:
     """Growing trees of the language -> messages they may still take (goal - valid - open reply tasks)."""
-    return {tree_id: int(room) for tree_id, room in session.execute(_room_stmt(), _params(scope)).all()}
+    return {
+        tree_id: int(room)
+        for tree_id, room in session.connection().execute(_room_stmt(), _params(scope)).all()
+    }
 
 
 @functools.cache
@@ -205,7 +209,7 @@ def extendible_parents(
     params = _params(scope, limit=limit, trees=rooms, prompter_replies=cfg.num_prompter_replies)
     if parent_ids is not None:
         params["ids"] = parent_ids
-    rows = session.execute(_extendible_stmt(parent_ids is not None), params).all()
+    rows = session.connection().execute(_extendible_stmt(parent_ids is not None), params).all()
     return [ReplyCandidate(p, t, role, int(n)) for p, t, role, n in rows]
 
 
@@ -261,7 +265,9 @@ def incomplete_rankings(
     params = _params(scope, limit=limit, required=cfg.num_required_rankings)
     if parent_ids is not None:
         params["ids"] = parent_ids
-    rows = session.execute(_rankings_stmt(ranked_roles(cfg), parent_ids is not None), params).all()
+    rows = (
+        session.connection().execute(_rankings_stmt(ranked_roles(cfg), parent_ids is not None), params).all()
+    )
     return [RankingCandidate(p, t, role) for p, t, role in rows]
 
 

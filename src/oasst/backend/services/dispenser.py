@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -51,6 +51,7 @@ KIND_OF: dict[R, str] = {
 RANDOM_KIND_WEIGHTS = {"ranking": 10.0, "label_reply": 5.0, "label_prompt": 5.0, "reply": 2.0, "prompt": 0.01}
 NEVER_GENERATED = {R.summarize_story, R.rate_summary, R.rank_initial_prompts}
 RETRIES_PER_KIND = 3
+C = TypeVar("C")
 
 
 def _plackett_luce(weights: dict[str, float]) -> list[str]:
@@ -71,10 +72,30 @@ class Dispatch:
         self.user = user
         self.lang = lang
         self.blocked = blocked
+        self.holds_tree_lock = False
         now = utcnow()
         self.scope = cq.Scope(
             user_id=user.id, lang=lang, recent_since=now - timedelta(seconds=self.cfg.recent_tasks_span_sec)
         )
+
+    def _claim(
+        self, candidates: list[C], tree_of: Callable[[C], uuid.UUID], still_open: Callable[[C], bool]
+    ) -> C | None:
+        """Lock the tree of the first candidate that is still open, and return that candidate.
+
+        Trees locked by another transaction are skipped rather than waited for, so volunteers spread
+        over trees instead of queueing on one. Only a dispatch that holds no tree lock yet may wait
+        (on its last try): dispatches therefore never wait on each other in a cycle (no deadlocks).
+        """
+        tries = candidates[:RETRIES_PER_KIND]
+        for i, candidate in enumerate(tries):
+            wait = i == len(tries) - 1 and not self.holds_tree_lock
+            if lock_tree(self.session, tree_of(candidate), skip_locked=not wait) is None:
+                continue
+            self.holds_tree_lock = True
+            if still_open(candidate):  # re-check under the lock: the slot may have been taken meanwhile
+                return candidate
+        return None
 
     # --- candidate pickers: each returns a built task (and its targets) or None ---
 
@@ -122,13 +143,14 @@ class Dispatch:
         ):
             found = lonely
         random.shuffle(found)
-        for candidate in found[:RETRIES_PER_KIND]:
-            mts = lock_tree(self.session, candidate.tree_id)
-            # re-check under the tree lock: another volunteer may have taken the slot meanwhile
-            if mts is None or not cq.extendible_parents(
-                self.session, self.scope, self.cfg, parent_ids=[candidate.parent_id]
-            ):
-                continue
+        claimed = self._claim(
+            found,
+            lambda c: c.tree_id,
+            lambda c: bool(
+                cq.extendible_parents(self.session, self.scope, self.cfg, parent_ids=[c.parent_id])
+            ),
+        )
+        for candidate in [claimed] if claimed else []:
             thread = thread_by_id(self.session, candidate.tree_id, candidate.parent_id)
             parent = thread[-1]
             conversation = conversation_of(self.session, thread, reader_id=self.user.id)
@@ -149,12 +171,16 @@ class Dispatch:
         elif request == R.label_prompter_reply:
             found = [c for c in found if c.role == "prompter"]
         random.shuffle(found)
-        for candidate in found[:RETRIES_PER_KIND]:
-            lock_tree(self.session, candidate.tree_id)
-            if not cq.messages_needing_review(
-                self.session, self.scope, self.cfg, roots=roots, message_ids=[candidate.message_id]
-            ):
-                continue
+        claimed = self._claim(
+            found,
+            lambda c: c.tree_id,
+            lambda c: bool(
+                cq.messages_needing_review(
+                    self.session, self.scope, self.cfg, roots=roots, message_ids=[c.message_id]
+                )
+            ),
+        )
+        for candidate in [claimed] if claimed else []:
             thread = thread_by_id(self.session, candidate.tree_id, candidate.message_id)
             task = self._label_task(thread, from_random=from_random)
             return task, self._row(task, tree_id=candidate.tree_id, target=candidate.message_id)
@@ -207,19 +233,19 @@ class Dispatch:
 
     def _ranking(self, request: R) -> tuple[wire.Task, Task] | None:
         found = cq.incomplete_rankings(self.session, self.scope, self.cfg)
+        if request == R.rank_prompter_replies:
+            found = [c for c in found if c.parent_role == "assistant"]
+        elif request == R.rank_assistant_replies:
+            found = [c for c in found if c.parent_role == "prompter"]
         random.shuffle(found)
-        for candidate in found[:RETRIES_PER_KIND]:
-            lock_tree(self.session, candidate.tree_id)
-            if not cq.incomplete_rankings(
-                self.session, self.scope, self.cfg, parent_ids=[candidate.parent_id]
-            ):
-                continue
-            if request == R.rank_prompter_replies and candidate.parent_role != "assistant":
-                continue
-            if request == R.rank_assistant_replies and candidate.parent_role != "prompter":
-                continue
-            return self._ranking_task(candidate.tree_id, candidate.parent_id)
-        return None
+        claimed = self._claim(
+            found,
+            lambda c: c.tree_id,
+            lambda c: bool(
+                cq.incomplete_rankings(self.session, self.scope, self.cfg, parent_ids=[c.parent_id])
+            ),
+        )
+        return self._ranking_task(claimed.tree_id, claimed.parent_id) if claimed else None
 
     def _ranking_task(self, tree_id: uuid.UUID, parent_id: uuid.UUID) -> tuple[wire.Task, Task]:
         tree = load_tree(self.session, tree_id)
@@ -273,7 +299,7 @@ def _pending_stmt() -> Any:
 
 def _check_pending(session: Session, user: Worker, cfg: TreeManagerConfiguration) -> None:
     since = utcnow() - timedelta(seconds=cfg.recent_tasks_span_sec)
-    pending = session.scalar(_pending_stmt(), {"user_id": user.id, "since": since})
+    pending = session.connection().execute(_pending_stmt(), {"user_id": user.id, "since": since}).scalar()
     if (pending or 0) >= cfg.max_pending_tasks_per_user:
         raise OasstError(
             f"The user has {pending} unfinished tasks: complete or skip (nack) some before asking for more.",

@@ -122,13 +122,14 @@ def after_text_labels(
                 message.review_result = False
             enter_state(session, mts, TreeState.ABORTED_LOW_GRADE, cfg)
         return
-    if message.review_count >= cfg.num_reviews_reply:
-        score = acceptance(session, message.id)
-        if score is not None and score > cfg.acceptance_threshold_reply:
-            message.review_result = True
-        elif message.review_result is None:
-            message.review_result = False
-        session.flush()
+    if message.review_count < cfg.num_reviews_reply:
+        return  # still awaiting review, so the tree cannot be complete yet
+    score = acceptance(session, message.id)
+    if score is not None and score > cfg.acceptance_threshold_reply:
+        message.review_result = True
+    elif message.review_result is None:
+        message.review_result = False
+    session.flush()
     check_condition_for_ranking_state(session, mts, cfg)
 
 
