@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from oasst.backend.errors import ErrorCode, OasstError
@@ -84,11 +86,7 @@ def user_emojis_by_message(
     ids = list(message_ids)
     if user_id is None or not ids:
         return {}
-    rows = session.execute(
-        select(MessageEmoji.message_id, MessageEmoji.emoji).where(
-            MessageEmoji.user_id == user_id, MessageEmoji.message_id.in_(ids)
-        )
-    ).all()
+    rows = session.connection().execute(_user_emojis_stmt(), {"user_id": user_id, "ids": ids}).all()
     result: dict[uuid.UUID, list[str]] = {}
     for message_id, emoji in rows:
         if not emoji.startswith("_"):
@@ -107,7 +105,20 @@ def thread_by_id(session: Session, tree_id: uuid.UUID, message_id: uuid.UUID) ->
 
 
 def load_tree(session: Session, tree_id: uuid.UUID) -> dict[uuid.UUID, Message]:
-    return {m.id: m for m in session.scalars(select(Message).where(Message.message_tree_id == tree_id))}
+    return {m.id: m for m in session.scalars(_tree_stmt(), {"tree_id": tree_id})}
+
+
+@functools.cache
+def _tree_stmt() -> Any:
+    return select(Message).where(Message.message_tree_id == bindparam("tree_id"))
+
+
+@functools.cache
+def _user_emojis_stmt() -> Any:
+    return select(MessageEmoji.message_id, MessageEmoji.emoji).where(
+        MessageEmoji.user_id == bindparam("user_id"),
+        MessageEmoji.message_id.in_(bindparam("ids", expanding=True)),
+    )
 
 
 def path_in(

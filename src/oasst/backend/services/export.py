@@ -1,28 +1,21 @@
 """Export message trees as oasst JSONL (the public oasst1/oasst2 format), streaming.
 
-Trees are read in keyset-paginated batches (by ``message_tree_id``, a few hundred per batch). Each batch
-costs a fixed number of queries, whatever its size: one for the page of tree states, one for all their
-messages, and with ``labels``/``events`` one each for text labels, emojis and ranking reactions (plus one
-for the original ids of imported users when there are any). Labels are averaged in Python; each tree is
-built, written and dropped before the next batch is read, so memory does not grow with the export. Each
-batch is read in its own short transaction: a long export holds no snapshot or lock.
+Trees are read in keyset-paginated batches of ``batch_trees`` (by ``message_tree_id``), each with a fixed
+number of queries whatever its size: the page of tree states, their messages and, as asked, their text
+labels, emojis and ranking reactions (plus the original ids of imported users, if any). Labels are
+averaged in Python; each batch is built, written and dropped, in its own short transaction, so memory
+stays flat and a long export holds no lock or snapshot.
 
-Differences from the original export, on purpose:
+On purpose unlike the original: ``review_result`` is written as stored (the original blanked it unless
+accepted or reviewed more than twice, so a rejected reply came back as pending after an import: round
+trips must be exact); ``origin`` is filled; what the importer kept (unknown fields, events without a
+table, original ids) is written back; replies are ordered by rank (NULL last), then creation date.
 
-* ``review_result`` is written as stored. The original blanked it unless the message was accepted or had
-  more than two reviews; that loses information an import needs (a rejected reply would come back as
-  pending), and an import followed by an export must give back the same file.
-* ``origin`` is filled from the tree's state row (the original never wrote it).
-* Unknown fields kept by the importer (``CRITERIA``, ``detoxify``, tree-level extras, events without a
-  table) are written back, and so are the original ids of imported messages, users and trees.
-* Replies are ordered by rank (NULL last), then by creation date.
-
-Filters: trees are selected by state, language (the tree's, i.e. its prompt's) and, unless synthetic
-messages are included, by containing no synthetic message. In a tree export every message must pass the
-deleted/spam filters, or it is left out with its whole subtree, and the prompt must pass the date range.
-A user's messages, and the deleted-, spam- or synthetic-only selections, are incomplete trees, so they
-are written as flat ``ExportMessageNode`` rows (grouped by tree, parents before replies), each message
-judged on its own.
+Filters: trees by state, language (the prompt's) and, unless synthetic messages are included, having none.
+In tree exports a message that fails the deleted/spam filters is left out with its subtree; the prompt
+must also pass the date range. A user's messages and the deleted-, spam- or synthetic-only selections are
+incomplete trees, written as flat ``ExportMessageNode`` rows (by tree, parents first), each message judged
+on its own.
 """
 
 from __future__ import annotations
@@ -42,15 +35,7 @@ from typing import cast as typing_cast
 from sqlalchemy import ColumnElement, Connection, Text, and_, cast, exists, select
 
 from oasst.backend.db import Database
-from oasst.backend.models import (
-    ApiClient,
-    Message,
-    MessageEmoji,
-    MessageReaction,
-    MessageTreeState,
-    TextLabels,
-    User,
-)
+from oasst.backend.models import Base
 from oasst.backend.services.importer import (
     EVENTS_KEY,
     IDS_KEY,
@@ -72,31 +57,28 @@ Deleted = Literal["exclude", "include", "only"]
 Spam = Literal["accepted", "include", "only"]
 Synthetic = Literal["exclude", "include", "only"]
 
-_M = Message.__table__
-_S = MessageTreeState.__table__
-_L = TextLabels.__table__
-_E = MessageEmoji.__table__
-_R = MessageReaction.__table__
-_U = User.__table__
-_MESSAGE_COLUMNS = (
-    _M.c.id,
-    _M.c.parent_id,
-    _M.c.user_id,
-    _M.c.created_date,
-    _M.c.text,
-    _M.c.role,
-    _M.c.lang,
-    _M.c.review_count,
-    _M.c.review_result,
-    _M.c.deleted,
-    _M.c.rank,
-    _M.c.synthetic,
-    _M.c.model_name,
-    _M.c.emojis,
-    _M.c.extra,
-    _M.c.message_tree_id,
+_TABLES = Base.metadata.tables
+_M, _S, _L = _TABLES["message"], _TABLES["message_tree_state"], _TABLES["text_labels"]
+_E, _R, _U = _TABLES["message_emoji"], _TABLES["message_reaction"], _TABLES["user"]
+# Message rows are tuples: these node fields (``id`` is ``message_id``), then extra and message_tree_id.
+_FIELDS: tuple[str, ...] = (
+    "message_id",
+    "parent_id",
+    "user_id",
+    "created_date",
+    "text",
+    "role",
+    "lang",
+    "review_count",
 )
-_RESERVED = {IDS_KEY, EVENTS_KEY, "detoxify"}
+_FIELDS += ("review_result", "deleted", "rank", "synthetic", "model_name", "emojis")
+_COLUMNS = [_M.c.id, *(_M.c[name] for name in _FIELDS[1:]), _M.c.extra, _M.c.message_tree_id]
+_ID, _PARENT, _USER, _CREATED = range(4)
+_REVIEW_RESULT, _DELETED, _RANK, _SYNTHETIC = (
+    _FIELDS.index(f) for f in ("review_result", "deleted", "rank", "synthetic")
+)
+_EXTRA, _TREE = len(_FIELDS), len(_FIELDS) + 1
+_RESERVED = {IDS_KEY, EVENTS_KEY}
 _KNOWN_FIELDS = set(ExportMessageNode.model_fields)
 
 
@@ -179,7 +161,8 @@ def iter_export(
     summary = summary if summary is not None else ExportSummary()
     anonymizer = None if options.anonymizer_seed is None else Anonymizer(options.anonymizer_seed)
     with database.engine.connect() as conn:
-        imported = conn.execute(select(ApiClient.id).where(ApiClient.id == IMPORT_CLIENT_ID)).first()
+        clients = _TABLES["api_client"]
+        imported = conn.execute(select(clients.c.id).where(clients.c.id == IMPORT_CLIENT_ID)).first()
 
     def produce(after: uuid.UUID | None) -> tuple[uuid.UUID, list[tuple[Any, int]]] | None:
         """Read and build the batch of trees after ``after``: (its last tree id, [(item, messages)])."""
@@ -299,14 +282,14 @@ def _fetch_batch(conn: Connection, page: list[_TreeInfo], options: ExportOptions
     batch = _Batch(trees=page)
     tree_ids = [tree.tree_id for tree in page]
     in_batch = _M.c.message_tree_id.in_(tree_ids)
-    stmt = select(*_MESSAGE_COLUMNS).where(in_batch)
+    stmt = select(*_COLUMNS).where(in_batch)
     if options.prompts_only:
         stmt = stmt.where(_M.c.parent_id.is_(None))
     user_ids: set[uuid.UUID] = set()
     for row in conn.execute(stmt).all():
-        batch.messages.setdefault(row[-1], []).append(tuple(row))
-        if row[2] is not None:
-            user_ids.add(row[2])
+        batch.messages.setdefault(row[_TREE], []).append(tuple(row))
+        if row[_USER] is not None:
+            user_ids.add(row[_USER])
     if options.labels:
         _fetch_labels(conn, batch, in_batch)
     if options.events:
@@ -381,9 +364,9 @@ class _Ids:
         self.messages: dict[uuid.UUID, str] = {}
         for rows in batch.messages.values():
             for row in rows:
-                original = ((row[14] or {}).get(IDS_KEY) or {}).get("message_id")
+                original = ((row[_EXTRA] or {}).get(IDS_KEY) or {}).get("message_id")
                 if original is not None:
-                    self.messages[row[0]] = original
+                    self.messages[row[_ID]] = original
         self.trees: dict[uuid.UUID, str] = {}
         for info in batch.trees:
             original = ((info.extra or {}).get(IDS_KEY) or {}).get("message_tree_id")
@@ -415,21 +398,21 @@ def _as_uuid(value: str) -> uuid.UUID | None:
 
 def _keep(row: tuple[Any, ...], options: ExportOptions) -> bool:
     """The message filters in Python, for each message of the batch (mirrors ``_sql_filters``)."""
-    if options.deleted != "include" and bool(row[9]) != (options.deleted == "only"):
+    if options.deleted != "include" and bool(row[_DELETED]) != (options.deleted == "only"):
         return False
-    if options.spam != "include" and row[8] is not (options.spam == "accepted"):
+    if options.spam != "include" and row[_REVIEW_RESULT] is not (options.spam == "accepted"):
         return False
-    if options.prompts_only and row[1] is not None:
+    if options.prompts_only and row[_PARENT] is not None:
         return False
     if not options.flat:
         return True
-    if options.synthetic == "only" and not row[11]:
+    if options.synthetic == "only" and not row[_SYNTHETIC]:
         return False
-    if options.user_id is not None and row[2] != options.user_id:
+    if options.user_id is not None and row[_USER] != options.user_id:
         return False
-    if options.from_date is not None and row[3] < options.from_date:
+    if options.from_date is not None and row[_CREATED] < options.from_date:
         return False
-    return options.to_date is None or row[3] < options.to_date
+    return options.to_date is None or row[_CREATED] < options.to_date
 
 
 def _build(
@@ -454,14 +437,14 @@ def _build(
 
 
 def _sort_key(row: tuple[Any, ...]) -> tuple[bool, int, datetime, uuid.UUID]:
-    rank = row[10]
-    return (rank is None, rank or 0, row[3], row[0])
+    rank = row[_RANK]
+    return (rank is None, rank or 0, row[_CREATED], row[_ID])
 
 
 def _children(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID | None, list[tuple[Any, ...]]]:
     children: dict[uuid.UUID | None, list[tuple[Any, ...]]] = {}
     for row in sorted(rows, key=_sort_key):
-        children.setdefault(row[1], []).append(row)
+        children.setdefault(row[_PARENT], []).append(row)
     return children
 
 
@@ -472,11 +455,11 @@ def _preorder(rows: list[tuple[Any, ...]], options: ExportOptions) -> Iterator[t
     stack = list(reversed(children.get(None, [])))
     while stack:
         row = stack.pop()
-        seen.add(row[0])
-        stack.extend(reversed(children.get(row[0], [])))
+        seen.add(row[_ID])
+        stack.extend(reversed(children.get(row[_ID], [])))
         if _keep(row, options):
             yield row
-    yield from (row for row in sorted(rows, key=_sort_key) if row[0] not in seen and _keep(row, options))
+    yield from (row for row in sorted(rows, key=_sort_key) if row[_ID] not in seen and _keep(row, options))
 
 
 def _tree_root(
@@ -488,7 +471,7 @@ def _tree_root(
     if not roots:
         return None, 0
     root = _node(roots[0], ids, batch, options)
-    stack = [(root, roots[0][0])]
+    stack = [(root, roots[0][_ID])]
     size = 0
     while stack:
         node, message_id = stack.pop()
@@ -496,7 +479,7 @@ def _tree_root(
         for row in children.get(message_id, ()):
             child = _node(row, ids, batch, options)
             node["replies"].append(child)
-            stack.append((child, row[0]))
+            stack.append((child, row[_ID]))
     return root, size
 
 
@@ -509,32 +492,15 @@ def _node(
     tree_id: str | None = None,
     tree_state: str | None = None,
 ) -> dict[str, Any]:
-    """One message as the dict of an ``ExportMessageNode``, fields in the format's order."""
-    message_id, extra = row[0], row[14]
-    node = {
-        "message_id": ids.message(message_id),
-        "parent_id": ids.maybe_message(row[1]),
-        "user_id": ids.user(row[2]),
-        "created_date": row[3],
-        "text": row[4],
-        "role": row[5],
-        "lang": row[6],
-        "review_count": row[7],
-        "review_result": row[8],
-        "deleted": row[9],
-        "rank": row[10],
-        "synthetic": row[11],
-        "model_name": row[12],
-        "emojis": row[13],
-        "replies": None if options.flat else [],
-        "labels": _labels(batch, message_id) if options.labels else None,
-        "events": _events(batch, message_id, ids, extra) if options.events else None,
-        "detoxify": extra.get("detoxify") if extra else None,
-        "message_tree_id": tree_id,
-        "tree_state": tree_state,
-    }
-    if extra:
-        node.update((k, v) for k, v in extra.items() if k not in _RESERVED and k not in _KNOWN_FIELDS)
+    """One message as the dict of an ``ExportMessageNode`` (validated once per tree, by the caller)."""
+    message_id, extra = row[_ID], row[_EXTRA] or {}
+    node = dict(zip(_FIELDS, row, strict=False))
+    node["message_id"], node["parent_id"] = ids.message(message_id), ids.maybe_message(row[_PARENT])
+    node["user_id"], node["replies"] = ids.user(row[_USER]), None if options.flat else []
+    node["labels"] = _labels(batch, message_id) if options.labels else None
+    node["events"] = _events(batch, message_id, ids, extra) if options.events else None
+    node["detoxify"], node["message_tree_id"], node["tree_state"] = extra.get("detoxify"), tree_id, tree_state
+    node.update((k, v) for k, v in extra.items() if k not in _RESERVED and k not in _KNOWN_FIELDS)
     return node
 
 

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from oasst.backend.db import is_postgres, lock_tree
 from oasst.backend.errors import ErrorCode, OasstError
@@ -54,24 +54,37 @@ def new_time_ordered_id() -> uuid.UUID:
 
 
 @functools.cache
-def _task_stmt(by_frontend_id: bool, for_update: bool) -> Any:
+def _task_stmt(by_frontend_id: bool, for_update: bool, with_payload: bool) -> Any:
     key = Task.frontend_message_id if by_frontend_id else Task.id
     stmt = (
         select(Task)
         .where(key == bindparam("key"), Task.api_client_id == bindparam("client_id"))
         .execution_options(populate_existing=True)
     )
+    if not with_payload:  # the snapshot of what was shown can be large; ack and nack don't need it
+        stmt = stmt.options(defer(Task.payload))
     return stmt.with_for_update() if for_update else stmt
 
 
-def _lock_task(session: Session, client: ApiClient, key: object, *, by_frontend_id: bool) -> Task | None:
-    stmt = _task_stmt(by_frontend_id, is_postgres(session))
+def _lock_task(
+    session: Session, client: ApiClient, key: object, *, by_frontend_id: bool, with_payload: bool = True
+) -> Task | None:
+    stmt = _task_stmt(by_frontend_id, is_postgres(session), with_payload)
     task: Task | None = session.scalars(stmt, {"key": key, "client_id": client.id}).first()
     return task
 
 
-def _task_by_id(session: Session, client: ApiClient, task_id: uuid.UUID) -> Task:
-    task = _lock_task(session, client, task_id, by_frontend_id=False)
+@functools.cache
+def _frontend_id_taken_stmt() -> Any:
+    return select(Task.id).where(
+        Task.api_client_id == bindparam("client_id"), Task.frontend_message_id == bindparam("key")
+    )
+
+
+def _task_by_id(
+    session: Session, client: ApiClient, task_id: uuid.UUID, *, with_payload: bool = True
+) -> Task:
+    task = _lock_task(session, client, task_id, by_frontend_id=False, with_payload=with_payload)
     if task is None:
         raise OasstError(f"Task {task_id} not found.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
     return task
@@ -86,6 +99,43 @@ def _task_by_frontend_id(session: Session, client: ApiClient, frontend_message_i
             HTTPStatus.NOT_FOUND,
         )
     return task
+
+
+# Statements of the hot paths, built once (building them costs more CPU than running them).
+@functools.cache
+def _message_frontend_id_stmt() -> Any:
+    return select(Message.id).where(
+        Message.api_client_id == bindparam("client_id"), Message.frontend_message_id == bindparam("key")
+    )
+
+
+_LIVE = Message.deleted.is_(False) & (Message.review_result.is_(None) | Message.review_result.is_(True))
+
+
+@functools.cache
+def _siblings_stmt() -> Any:
+    return select(Message.user_id, Message.role).where(Message.parent_id == bindparam("parent_id"), _LIVE)
+
+
+@functools.cache
+def _tree_size_stmt() -> Any:
+    return select(func.count()).where(Message.message_tree_id == bindparam("tree_id"), _LIVE)
+
+
+@functools.cache
+def _message_stmt() -> Any:
+    return (
+        select(Message).where(Message.id == bindparam("message_id")).execution_options(populate_existing=True)
+    )
+
+
+@functools.cache
+def _reviewed_stmt() -> Any:
+    return select(TextLabels.id).where(
+        TextLabels.message_id == bindparam("message_id"),
+        TextLabels.user_id == bindparam("user_id"),
+        TextLabels.task_id.is_not(None),
+    )
 
 
 def _check_open(task: Task) -> None:
@@ -114,7 +164,7 @@ def _validate_for_interaction(task: Task, user: Worker, types: tuple[str, ...]) 
 
 def ack_task(session: Session, *, client: ApiClient, task_id: uuid.UUID, frontend_message_id: str) -> None:
     """Bind the frontend's message id to the task. Idempotent for the same id."""
-    task = _task_by_id(session, client, task_id)
+    task = _task_by_id(session, client, task_id, with_payload=False)
     if task.ack and task.frontend_message_id == frontend_message_id and not task.done:
         return
     _check_open(task)
@@ -122,11 +172,7 @@ def ack_task(session: Session, *, client: ApiClient, task_id: uuid.UUID, fronten
         raise OasstError(
             "The task was already acknowledged with another message id.", ErrorCode.TASK_ALREADY_UPDATED
         )
-    taken = session.scalar(
-        select(Task.id).where(
-            Task.api_client_id == client.id, Task.frontend_message_id == frontend_message_id
-        )
-    )
+    taken = session.scalar(_frontend_id_taken_stmt(), {"client_id": client.id, "key": frontend_message_id})
     if taken is not None:
         raise OasstError(
             f"Frontend message id '{frontend_message_id}' is already used by another task.",
@@ -140,7 +186,7 @@ def nack_task(
     session: Session, *, settings: Settings, client: ApiClient, task_id: uuid.UUID, reason: str | None
 ) -> None:
     """Skip a task; the skipped item is hidden from this user's future tasks of that kind."""
-    task = _task_by_id(session, client, task_id)
+    task = _task_by_id(session, client, task_id, with_payload=False)
     if task.skipped:
         return
     if task.done:
@@ -212,11 +258,7 @@ def handle_text_reply(
     _validate_for_interaction(task, user, ("initial_prompt", *REPLY_TASK_TYPES))
     text = body.text.strip()
     _check_text(session, settings, user, text)
-    if session.scalar(
-        select(Message.id).where(
-            Message.api_client_id == client.id, Message.frontend_message_id == body.user_message_id
-        )
-    ):
+    if session.scalar(_message_frontend_id_stmt(), {"client_id": client.id, "key": body.user_message_id}):
         raise OasstError(
             f"Frontend message id '{body.user_message_id}' is already used by another message.",
             ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
@@ -282,13 +324,7 @@ def _reply_under(
     if mts.state != TreeState.GROWING or not mts.active:
         code = ErrorCode.TREE_IN_ABORTED_STATE if mts.state in _ABORTED else ErrorCode.TASK_TREE_FULL
         raise OasstError(f"The conversation is no longer collecting replies (state {mts.state}).", code)
-    siblings = session.execute(
-        select(Message.user_id, Message.role).where(
-            Message.parent_id == parent.id,
-            Message.deleted.is_(False),
-            (Message.review_result.is_(None)) | (Message.review_result.is_(True)),
-        )
-    ).all()
+    siblings = session.execute(_siblings_stmt(), {"parent_id": parent.id}).all()
     if any(uid == user.id for uid, _ in siblings):
         raise OasstError("You already replied to this message.", ErrorCode.TASK_MESSAGE_DUPLICATE_REPLY)
     limit = mts.max_children_count
@@ -296,13 +332,7 @@ def _reply_under(
         limit = min(limit, settings.tree_manager.num_prompter_replies)
     if len(siblings) >= limit or parent.depth >= mts.max_depth:
         raise OasstError("This message already has enough replies.", ErrorCode.TASK_PARENT_FULL)
-    size = session.scalar(
-        select(func.count()).where(
-            Message.message_tree_id == mts.message_tree_id,
-            Message.deleted.is_(False),
-            (Message.review_result.is_(None)) | (Message.review_result.is_(True)),
-        )
-    )
+    size = session.scalar(_tree_size_stmt(), {"tree_id": mts.message_tree_id})
     if (size or 0) >= mts.goal_tree_size:
         raise OasstError("The conversation tree has reached its goal size.", ErrorCode.TASK_TREE_FULL)
     session.execute(
@@ -409,22 +439,14 @@ def handle_text_labels(
             f"Mandatory labels missing: {', '.join(missing)}.", ErrorCode.TEXT_LABELS_MANDATORY_LABEL_MISSING
         )
     mts = lock_tree(session, task.message_tree_id) if task.message_tree_id else None
-    message = session.scalars(
-        select(Message).where(Message.id == body.message_id).execution_options(populate_existing=True)
-    ).first()
+    message = session.scalars(_message_stmt(), {"message_id": body.message_id}).first()
     if message is None:
         raise OasstError(
             "The labelled message no longer exists.", ErrorCode.MESSAGE_NOT_FOUND, HTTPStatus.NOT_FOUND
         )
     if message.user_id == user.id and not settings.allow_self_labeling:
         raise OasstError("You cannot review your own message.", ErrorCode.TEXT_LABELS_NO_SELF_LABELING)
-    if session.scalar(
-        select(TextLabels.id).where(
-            TextLabels.message_id == message.id,
-            TextLabels.user_id == user.id,
-            TextLabels.task_id.is_not(None),
-        )
-    ):
+    if session.scalar(_reviewed_stmt(), {"message_id": message.id, "user_id": user.id}):
         raise OasstError("You already reviewed this message.", ErrorCode.TEXT_LABELS_DUPLICATE_TASK_REPLY)
     session.add(
         TextLabels(

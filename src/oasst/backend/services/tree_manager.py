@@ -13,14 +13,16 @@ Public functions (all take a session whose transaction the caller commits):
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import uuid
 import zlib
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from oasst.backend.db import is_postgres, lock_tree
@@ -92,9 +94,7 @@ def enter_state(
 
 def acceptance(session: Session, message_id: uuid.UUID) -> float | None:
     """``1 - (mean(spam) + mean(lang_mismatch))`` over task reviews; free labels and reports don't count."""
-    rows = session.scalars(
-        select(TextLabels.labels).where(TextLabels.message_id == message_id, TextLabels.task_id.is_not(None))
-    ).all()
+    rows = session.connection().execute(_acceptance_stmt(), {"message_id": message_id}).scalars().all()
     if not rows:
         return None
     spam = sum(float(r.get("spam", 0) or 0) for r in rows) / len(rows)
@@ -145,14 +145,30 @@ def check_condition_for_prompt_lottery(
 
 def tree_counts(session: Session, tree_id: uuid.UUID, cfg: TreeManagerConfiguration) -> tuple[int, int]:
     """(accepted messages, messages still awaiting review) of a tree, deleted ones excluded."""
+    row = (
+        session.connection()
+        .execute(_tree_counts_stmt(), {"tree_id": tree_id, "required": cfg.num_reviews_reply})
+        .one()
+    )
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+@functools.cache
+def _acceptance_stmt() -> Any:
+    return select(TextLabels.labels).where(
+        TextLabels.message_id == bindparam("message_id"), TextLabels.task_id.is_not(None)
+    )
+
+
+@functools.cache
+def _tree_counts_stmt() -> Any:
     accepted = func.count().filter(Message.review_result.is_(True))
     awaiting = func.count().filter(
-        and_(Message.review_result.is_(None), Message.review_count < cfg.num_reviews_reply)
+        and_(Message.review_result.is_(None), Message.review_count < bindparam("required"))
     )
-    row = session.execute(
-        select(accepted, awaiting).where(Message.message_tree_id == tree_id, Message.deleted.is_(False))
-    ).one()
-    return int(row[0] or 0), int(row[1] or 0)
+    return select(accepted, awaiting).where(
+        Message.message_tree_id == bindparam("tree_id"), Message.deleted.is_(False)
+    )
 
 
 def check_condition_for_ranking_state(
