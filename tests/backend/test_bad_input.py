@@ -83,6 +83,11 @@ def test_task_protocol_errors_change_nothing(client: TestClient, database: Datab
     assert row_counts(database) == before
 
     fid = author.ack(prompt_task["id"])
+    # another task cannot take a frontend id that is already bound
+    other_task = author.request("initial_prompt").json()
+    expect_error(client.post(f"/api/v1/tasks/{other_task['id']}/ack", json={"message_id": fid}), 400, 2000)
+    # acking again with the same id is fine
+    assert client.post(f"/api/v1/tasks/{prompt_task['id']}/ack", json={"message_id": fid}).status_code == 204
     # second ack with another id
     expect_error(
         client.post(f"/api/v1/tasks/{prompt_task['id']}/ack", json={"message_id": "other"}), 400, 2103

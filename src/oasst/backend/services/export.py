@@ -99,7 +99,7 @@ class ExportOptions:
     labels: bool = False
     events: bool = False
     anonymizer_seed: int | str | None = None
-    batch_trees: int = 100
+    batch_trees: int = 50
 
     @property
     def flat(self) -> bool:

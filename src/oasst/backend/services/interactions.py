@@ -13,7 +13,7 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, defer
 
 from oasst.backend.db import is_postgres, lock_tree
@@ -29,6 +29,7 @@ from oasst.backend.models import (
     User,
     utcnow,
 )
+from oasst.backend.models.base import UTCDateTime
 from oasst.backend.services import clients as clients_service
 from oasst.backend.services import emojis, tree_manager
 from oasst.backend.services.candidates import LABEL_TASK_TYPES, RANK_TASK_TYPES, REPLY_TASK_TYPES
@@ -72,6 +73,24 @@ def _lock_task(
     stmt = _task_stmt(by_frontend_id, is_postgres(session), with_payload)
     task: Task | None = session.scalars(stmt, {"key": key, "client_id": client.id}).first()
     return task
+
+
+@functools.cache
+def _ack_stmt() -> Any:
+    return (
+        update(Task)
+        .where(
+            Task.id == bindparam("task_id"),
+            Task.api_client_id == bindparam("client_id"),
+            Task.ack.is_(None),
+            Task.done.is_(False),
+            Task.skipped.is_(False),
+            or_(Task.expiry_date.is_(None), Task.expiry_date >= bindparam("now", type_=UTCDateTime())),
+        )
+        .values(ack=True, frontend_message_id=bindparam("key"))
+        .returning(Task.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 @functools.cache
@@ -163,7 +182,15 @@ def _validate_for_interaction(task: Task, user: Worker, types: tuple[str, ...]) 
 
 
 def ack_task(session: Session, *, client: ApiClient, task_id: uuid.UUID, frontend_message_id: str) -> None:
-    """Bind the frontend's message id to the task. Idempotent for the same id."""
+    """Bind the frontend's message id to the task. Idempotent for the same id.
+
+    The common case is one conditional UPDATE; only when it changes nothing is the task read to say
+    exactly why. A frontend id already used by another task violates a unique index (IntegrityError),
+    which the route reports as ``INVALID_FRONTEND_MESSAGE_ID``.
+    """
+    params = {"task_id": task_id, "client_id": client.id, "key": frontend_message_id, "now": utcnow()}
+    if session.execute(_ack_stmt(), params).first() is not None:
+        return
     task = _task_by_id(session, client, task_id, with_payload=False)
     if task.ack and task.frontend_message_id == frontend_message_id and not task.done:
         return
@@ -462,9 +489,6 @@ def handle_text_labels(
     message.review_count += 1
     task.done = True
     session.flush()
-    _journal(
-        session, client, user, message.id, "text_labels", {"labels": labels, "mode": task.payload.get("mode")}
-    )
     clients_service.record_activity(session, user, cache=cache)
     if mts is not None:
         tree_manager.after_text_labels(session, message, mts, settings.tree_manager)
