@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated
 
@@ -17,8 +16,8 @@ from oasst.backend.api.deps import (
     SettingsDep,
     TrustedClientDep,
 )
+from oasst.backend.api.params import MaxUsers, MessageCursorQueryDep, MessageListQueryDep, UserListQueryDep
 from oasst.backend.services import leaderboards as leaderboards_service
-from oasst.backend.services import messages as messages_service
 from oasst.backend.services import users as users_service
 from oasst.backend.services.conversations import frontend_user
 from oasst.protocol import common as wire
@@ -26,80 +25,27 @@ from oasst.protocol.stats import LeaderboardStats, TimeFrame, UserScore
 
 router = APIRouter()
 
-MaxUsers = Annotated[int, Query(gt=0, le=10_000)]
-MaxMessages = Annotated[int, Query(gt=0, le=1000)]
-
 
 @router.get("/by_username", response_model=list[wire.FrontEndUser])
 def get_users_ordered_by_username(
-    database: DatabaseDep,
-    client: ApiClientDep,
-    api_client_id: uuid.UUID | None = None,
+    query: UserListQueryDep,
     gte_username: str | None = None,
-    gt_id: uuid.UUID | None = None,
     lte_username: str | None = None,
-    lt_id: uuid.UUID | None = None,
-    search_text: str | None = None,
-    auth_method: str | None = None,
-    max_count: MaxUsers = 100,
     desc: bool = False,
 ) -> list[wire.FrontEndUser]:
     """Users by username then id; ``gte``/``lte`` bounds are inclusive, ``gt_id``/``lt_id`` break ties."""
-    return database.read(
-        lambda s: [
-            frontend_user(u)
-            for u in users_service.list_users(
-                s,
-                client,
-                sort_key="username",
-                gte=gte_username,
-                gt_id=gt_id,
-                lte=lte_username,
-                lt_id=lt_id,
-                api_client_id=api_client_id,
-                auth_method=auth_method,
-                search_text=search_text,
-                limit=max_count,
-                desc=desc,
-            )
-        ]
-    )
+    return query.read(sort_key="username", gte=gte_username, lte=lte_username, desc=desc)
 
 
 @router.get("/by_display_name", response_model=list[wire.FrontEndUser])
 def get_users_ordered_by_display_name(
-    database: DatabaseDep,
-    client: ApiClientDep,
-    api_client_id: uuid.UUID | None = None,
+    query: UserListQueryDep,
     gte_display_name: str | None = None,
-    gt_id: uuid.UUID | None = None,
     lte_display_name: str | None = None,
-    lt_id: uuid.UUID | None = None,
-    auth_method: str | None = None,
-    search_text: str | None = None,
-    max_count: MaxUsers = 100,
     desc: bool = False,
 ) -> list[wire.FrontEndUser]:
     """Users by display name then id (same bounds as ``/by_username``)."""
-    return database.read(
-        lambda s: [
-            frontend_user(u)
-            for u in users_service.list_users(
-                s,
-                client,
-                sort_key="display_name",
-                gte=gte_display_name,
-                gt_id=gt_id,
-                lte=lte_display_name,
-                lt_id=lt_id,
-                api_client_id=api_client_id,
-                auth_method=auth_method,
-                search_text=search_text,
-                limit=max_count,
-                desc=desc,
-            )
-        ]
-    )
+    return query.read(sort_key="display_name", gte=gte_display_name, lte=lte_display_name, desc=desc)
 
 
 @router.get("/cursor", response_model=wire.FrontEndUserPage)
@@ -175,75 +121,16 @@ def delete_user(user_id: uuid.UUID, database: DatabaseDep, _client: TrustedClien
 
 @router.get("/{user_id}/messages", response_model=list[wire.Message])
 def query_user_messages(
-    user_id: uuid.UUID,
-    database: DatabaseDep,
-    client: ApiClientDep,
-    reader: FrontendUserDep,
-    api_client_id: uuid.UUID | None = None,
-    max_count: MaxMessages = 10,
-    start_date: datetime | None = None,
-    end_date: datetime | None = None,
-    only_roots: bool = False,
-    desc: bool = True,
-    include_deleted: bool = False,
-    lang: str | None = None,
+    user_id: uuid.UUID, query: MessageListQueryDep, reader: FrontendUserDep, include_deleted: bool = False
 ) -> list[wire.Message]:
     """The user's messages by creation date (newest first by default)."""
-    filters = messages_service.MessageFilter(
-        user_id=user_id,
-        api_client_id=api_client_id,
-        start_date=start_date,
-        end_date=end_date,
-        only_roots=only_roots,
-        include_deleted=include_deleted,
-        lang=lang,
-    )
-
-    def read(session: Session) -> list[wire.Message]:
-        return messages_service.list_messages(
-            session,
-            client=client,
-            filters=filters,
-            desc=desc,
-            max_count=max_count,
-            reader=messages_service.find_reader(session, client=client, frontend_user=reader),
-        )
-
-    return database.read(read)
+    return query.read(reader, user_id=user_id, include_deleted=include_deleted)
 
 
 @router.get("/{user_id}/messages/cursor", response_model=wire.MessagePage)
-def query_user_messages_cursor(
-    user_id: uuid.UUID,
-    database: DatabaseDep,
-    client: ApiClientDep,
-    reader: FrontendUserDep,
-    before: str | None = None,
-    after: str | None = None,
-    only_roots: bool = False,
-    include_deleted: bool = False,
-    max_count: MaxMessages = 10,
-    desc: bool = False,
-    lang: str | None = None,
-) -> wire.MessagePage:
+def query_user_messages_cursor(user_id: uuid.UUID, query: MessageCursorQueryDep) -> wire.MessagePage:
     """A keyset page of the user's messages; cursors are ``"<message_id>$<iso date>"``."""
-    filters = messages_service.MessageFilter(
-        user_id=user_id, only_roots=only_roots, include_deleted=include_deleted, lang=lang
-    )
-
-    def read(session: Session) -> wire.MessagePage:
-        return messages_service.cursor_page(
-            session,
-            client=client,
-            filters=filters,
-            before=before,
-            after=after,
-            desc=desc,
-            max_count=max_count,
-            reader=messages_service.find_reader(session, client=client, frontend_user=reader),
-        )
-
-    return database.read(read)
+    return query.read(user_id=user_id)
 
 
 @router.delete("/{user_id}/messages", status_code=HTTPStatus.NO_CONTENT)
