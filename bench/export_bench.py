@@ -32,7 +32,7 @@ from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.engine import make_url
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-TREE_SHAPE = [[[[[]], [[]]]], [[[[]]]], [[[[]]]]]  # 15 messages: the replies of each node, nested
+TREE_SHAPE: list[Any] = [[[[[]], [[]]]], [[[[]]]], [[[[]]]]]  # 15 messages: the replies of each node, nested
 LABELS = ["spam", "lang_mismatch", "quality", "creativity", "humor", "toxicity", "violence"]
 LABELS += ["not_appropriate", "pii", "hate_speech", "sexual_content", "fails_task", "helpfulness"]
 EMOJIS = ["+1", "-1", "red_flag", "_skip_reply", "_skip_ranking", "heart_eyes"]
@@ -83,24 +83,18 @@ class Builder:
     """Generates the rows of one tree at a time and inserts them in batches with Core executemany."""
 
     def __init__(self, engine: Engine, users: int, seed: int) -> None:
-        from oasst.backend.models import (
-            ApiClient,
-            Message,
-            MessageEmoji,
-            MessageReaction,
-            MessageTreeState,
-            TextLabels,
-            User,
-        )
+        from oasst.backend.models import Base
+
+        tables = Base.metadata.tables
 
         self.engine = engine
         self.rng = random.Random(seed)
         self.tables = {
-            "message": Message.__table__,
-            "state": MessageTreeState.__table__,
-            "labels": TextLabels.__table__,
-            "emojis": MessageEmoji.__table__,
-            "reactions": MessageReaction.__table__,
+            "message": tables["message"],
+            "state": tables["message_tree_state"],
+            "labels": tables["text_labels"],
+            "emojis": tables["message_emoji"],
+            "reactions": tables["message_reaction"],
         }
         self.client = uuid.uuid4()
         self.users = [uuid.uuid4() for _ in range(users)]
@@ -108,7 +102,7 @@ class Builder:
         self.rows: dict[str, list[dict[str, Any]]] = {name: [] for name in self.tables}
         with engine.begin() as conn:
             conn.execute(
-                insert(ApiClient.__table__).values(
+                insert(tables["api_client"]).values(
                     id=self.client,
                     api_key_hash=uuid.uuid4().hex,
                     description="bench",
@@ -118,7 +112,7 @@ class Builder:
                 )
             )
             conn.execute(
-                insert(User.__table__),
+                insert(tables["user"]),
                 [
                     {
                         "id": u,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from oasst import __version__
-from oasst.cli import backend_cmds, console, db_cmds, fail, keys_cmds, up
+from oasst.cli import backend_cmds, console, data_cmds, db_cmds, fail, keys_cmds, up
 
 if TYPE_CHECKING:
     from oasst.cli.simulate import SimulationReport
@@ -23,6 +23,7 @@ app = typer.Typer(
 
 # Each command module adds its commands or group to the root app; a new module is one more line here.
 REGISTRARS: list[Callable[[typer.Typer], None]] = [
+    data_cmds.register,
     up.register,
     backend_cmds.register,
     db_cmds.register,

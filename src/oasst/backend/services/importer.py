@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -77,6 +77,7 @@ _AFTER_LOTTERY = {TreeState.GROWING, TreeState.RANKING, TreeState.READY_FOR_SCOR
 _AFTER_LOTTERY |= {TreeState.READY_FOR_EXPORT, TreeState.SCORING_FAILED}
 # Column widths the exported strings must fit (PostgreSQL enforces them).
 _LIMITS = {"message id": 200, "user id": 128, "lang": 32, "model_name": 1024, "emoji": 128, "origin": 1024}
+_ANALYZED = ("message", "message_tree_state", "text_labels", "message_emoji", "message_reaction", '"user"')
 _USER = {
     "auth_method": "system",
     "enabled": True,
@@ -175,6 +176,9 @@ def import_files(
         for path in paths:
             _import_file(database, os.fspath(path), cfg, options, owner, summary, on_progress)
             summary.files += 1
+        if summary.messages and database.engine.dialect.name == "postgresql":
+            # fresh statistics: with the planner's guesses from before a big import, exports crawl
+            database.write(lambda s: s.execute(text(f"ANALYZE {', '.join(_ANALYZED)}")))
     finally:
         gc.unfreeze()
     summary.seconds = time.perf_counter() - started
@@ -232,9 +236,15 @@ def check_tree(tree: ExportMessageTree, options: ImportOptions) -> str | None:
             return f"unknown tree_state {tree.tree_state!r} (known: {known})"
     if len(options.origin or tree.origin or "") > _LIMITS["origin"]:
         return "origin is too long"
+    seen: set[uuid.UUID] = set()
     for node in iter_messages(tree):
         if (problem := _check_node(node)) is not None:
             return f"message {node.message_id[:80]}: {problem}"
+        if exported_to_uuid(node.message_id, "message") in seen:
+            return f"message {node.message_id[:80]} appears twice"
+        seen.add(exported_to_uuid(node.message_id, "message"))
+        if any(reply.parent_id not in (None, node.message_id) for reply in node.replies or ()):
+            return f"a reply of message {node.message_id[:80]} names another parent_id"
     return None
 
 
@@ -389,13 +399,14 @@ def _tree_rows(tree: ExportMessageTree, batch: _Batch) -> None:
     root_id = exported_to_uuid(tree.prompt.message_id, "message")
     nodes = list(iter_messages(tree))
     ranked = _ranking_counts(nodes)
-    depth = {root_id: 0}
-    for node in nodes:
+    # the nesting decides parents and depths (check_tree made sure any parent_id agrees with it)
+    stack: list[tuple[ExportMessageNode, uuid.UUID | None, int]] = [(tree.prompt, None, 0)]
+    while stack:
+        node, parent_id, depth = stack.pop()
         message_id = exported_to_uuid(node.message_id, "message")
-        parent_id = None if node.parent_id is None else exported_to_uuid(node.parent_id, "message")
-        depth[message_id] = 0 if parent_id is None else depth[parent_id] + 1
+        stack.extend((reply, message_id, depth + 1) for reply in reversed(node.replies or ()))
         row = _message_row(node, message_id, parent_id, root_id, batch)
-        row["depth"], row["ranking_count"] = depth[message_id], ranked[node.message_id]
+        row["depth"], row["ranking_count"] = depth, ranked[node.message_id]
         row["children_count"] = sum(1 for child in node.replies or () if not child.deleted)
         batch.messages.append(row)
         _label_rows(node, message_id, batch)
