@@ -19,6 +19,8 @@ class Task(Base):
         Index("ix_task_user_created", "user_id", "created_date"),
         Index("ix_task_parent_open", "parent_message_id", "done", "skipped"),
         Index("ix_task_expiry", "expiry_date"),
+        # open reply tasks reserve room in their tree (the dispenser counts them per growing tree)
+        Index("ix_task_tree_open", "message_tree_id", "done", "skipped"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
