@@ -44,7 +44,9 @@ def make_engine(settings: Settings) -> Engine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        # no pre-ping (a round trip per transaction): a connection found dead mid-transaction is
+        # invalidated by SQLAlchemy and the transaction is retried on a fresh one (run_transaction)
+        pool_recycle=3600,
         isolation_level="READ COMMITTED",
     )
 
@@ -107,6 +109,8 @@ def lock_named(session: Session, name: str) -> None:
 
 def _is_retryable(exc: Exception) -> bool:
     if isinstance(exc, OperationalError | DBAPIError):
+        if exc.connection_invalidated:  # the server restarted or dropped us: a new connection will do
+            return True
         code = getattr(getattr(exc, "orig", None), "sqlstate", None)
         if code in _RETRYABLE_PG_CODES:
             return True
