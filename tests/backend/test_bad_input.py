@@ -197,3 +197,60 @@ def test_nul_characters_and_huge_bodies_are_refused(client: TestClient, database
     # an escaped backslash followed by "u0000" is ordinary text, not a NUL
     ok = {"type": "initial_prompt", "user": {**volunteer.user, "display_name": "back\\u0000slash"}}
     assert client.post("/api/v1/tasks/", json=ok).status_code == 200
+
+
+def test_reused_user_message_id_is_refused(client: TestClient, database: Database) -> None:
+    writer = Volunteer(client, "writer")
+    first = writer.request("initial_prompt").json()
+    second = writer.request("initial_prompt").json()
+    body = {
+        "type": "text_reply_to_message",
+        "user": writer.user,
+        "text": "a prompt",
+        "user_message_id": "same-id",
+    }
+    fid1, fid2 = writer.ack(first["id"]), writer.ack(second["id"])
+    assert client.post("/api/v1/tasks/interaction", json={**body, "message_id": fid1}).status_code == 200
+    before = row_counts(database)
+    response = client.post("/api/v1/tasks/interaction", json={**body, "message_id": fid2, "text": "another"})
+    expect_error(response, 400, 2000)
+    assert row_counts(database) == before
+
+
+def test_the_database_refuses_a_second_review_by_the_same_user(database: Database, keys: Keys) -> None:
+    """Two concurrent label tasks of one user for one message cannot both be stored (unique index)."""
+    import uuid
+
+    from sqlalchemy.exc import IntegrityError
+
+    from oasst.backend.errors import error_for_conflict
+    from oasst.backend.models import TextLabels
+    from tests.backend.factories import client_for_key, make_db_user, make_message
+
+    def setup(session: object) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+        api_client = client_for_key(session, keys.trusted)  # type: ignore[arg-type]
+        author, reviewer = make_db_user(session, api_client), make_db_user(session, api_client)  # type: ignore[arg-type]
+        message = make_message(session, api_client, author)  # type: ignore[arg-type]
+        return api_client.id, reviewer.id, message.id
+
+    client_id, reviewer_id, message_id = database.write(setup)
+
+    def review(session: object) -> None:
+        task_id = uuid.uuid4()
+        session.add(  # type: ignore[attr-defined]
+            TextLabels(
+                id=task_id,
+                task_id=task_id,
+                user_id=reviewer_id,
+                api_client_id=client_id,
+                message_id=message_id,
+                labels={"spam": 0.0},
+            )
+        )
+
+    database.write(review)
+    with pytest.raises(IntegrityError) as caught:
+        database.write(review)
+    diag = getattr(caught.value.orig, "diag", None)
+    error = error_for_conflict(getattr(diag, "constraint_name", None) or str(caught.value.orig))
+    assert int(error.error_code) == 2054

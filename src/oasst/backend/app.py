@@ -12,12 +12,13 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oasst import __version__
 from oasst.backend.cache import TtlCache
 from oasst.backend.db import Database, make_engine
-from oasst.backend.errors import ErrorCode, OasstError
+from oasst.backend.errors import ErrorCode, OasstError, error_for_conflict
 from oasst.backend.guards import RequestGuard
 from oasst.backend.migrate import upgrade
 from oasst.backend.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -94,6 +95,12 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
+
+    @app.exception_handler(IntegrityError)
+    async def _conflict(_: Request, exc: IntegrityError) -> JSONResponse:
+        diag = getattr(getattr(exc, "orig", None), "diag", None)
+        error = error_for_conflict(getattr(diag, "constraint_name", None) or str(exc.orig))
+        return _error(error.http_status, error.error_code, error.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

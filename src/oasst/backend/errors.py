@@ -67,6 +67,7 @@ class ErrorCode(IntEnum):
     CORRUPT_RANKING_RESULT = 2011
     AUTH_AND_USERNAME_REQUIRED = 2012
     API_CLIENT_NOT_FOUND = 2013  # oasst
+    REQUEST_CONFLICT = 2014  # oasst: a unique constraint not covered by a more specific code
     TEXT_LABELS_WRONG_MESSAGE_ID = 2050
     TEXT_LABELS_INVALID_LABEL = 2051
     TEXT_LABELS_MANDATORY_LABEL_MISSING = 2052
@@ -118,3 +119,43 @@ class OasstError(Exception):
 
     def __repr__(self) -> str:
         return f"OasstError({self.message!r}, {self.error_code.name}, {int(self.http_status)})"
+
+
+# Unique constraints that requests can run into, and the error each means to a client. A check in the
+# service would need a query per request and could still race; the database's own index cannot.
+_CONFLICTS: dict[str, tuple[str, ErrorCode]] = {
+    "uq_text_labels_task_review": (
+        "You already reviewed this message.",
+        ErrorCode.TEXT_LABELS_DUPLICATE_TASK_REPLY,
+    ),
+    "text_labels.message_id, text_labels.user_id": (
+        "You already reviewed this message.",
+        ErrorCode.TEXT_LABELS_DUPLICATE_TASK_REPLY,
+    ),
+    "uq_message_api_client_id_frontend_message_id": (
+        "This frontend message id is already used by another message.",
+        ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
+    ),
+    "message.api_client_id, message.frontend_message_id": (
+        "This frontend message id is already used by another message.",
+        ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
+    ),
+    "uq_task_api_client_id_frontend_message_id": (
+        "This frontend message id is already used by another task.",
+        ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
+    ),
+    "task.api_client_id, task.frontend_message_id": (
+        "This frontend message id is already used by another task.",
+        ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
+    ),
+}
+
+
+def error_for_conflict(constraint_or_message: str) -> OasstError:
+    """The client error for a violated unique constraint (PostgreSQL names it; SQLite lists columns)."""
+    for key, (message, code) in _CONFLICTS.items():
+        if key in constraint_or_message:
+            return OasstError(message, code)
+    return OasstError(
+        "The request conflicts with existing data.", ErrorCode.REQUEST_CONFLICT, HTTPStatus.CONFLICT
+    )

@@ -6,7 +6,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Query
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from oasst.backend.api.deps import ApiClientDep, DatabaseDep, RateLimiterDep, SettingsDep, TaskCachesDep
@@ -110,17 +109,12 @@ def task_availability(
 
 @router.post("/{task_id}/ack", status_code=204, summary="Acknowledge a task with the frontend's message id")
 def ack_task(task_id: UUID, body: wire.TaskAck, client: ApiClientDep, database: DatabaseDep) -> None:
-    try:
-        database.write(
-            lambda s: interactions.ack_task(
-                s, client=client, task_id=task_id, frontend_message_id=body.message_id
-            )
+    # a frontend id already bound to another task violates a unique index: the app maps that to 2000
+    database.write(
+        lambda s: interactions.ack_task(
+            s, client=client, task_id=task_id, frontend_message_id=body.message_id
         )
-    except IntegrityError as exc:  # the unique index on (client, frontend id): another task has that id
-        raise OasstError(
-            f"Frontend message id '{body.message_id}' is already used by another task.",
-            ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
-        ) from exc
+    )
 
 
 @router.post("/{task_id}/nack", status_code=204, summary="Skip a task, with an optional reason")

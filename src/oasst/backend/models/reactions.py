@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, Uuid
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from oasst.backend.models.base import Base, JsonType, UTCDateTime, utcnow
@@ -19,6 +19,15 @@ class TextLabels(Base):
     __table_args__ = (
         Index("ix_text_labels_message", "message_id"),
         Index("ix_text_labels_user_message", "user_id", "message_id"),
+        # one review per user and message, enforced by the database even under concurrent requests
+        Index(
+            "uq_text_labels_task_review",
+            "message_id",
+            "user_id",
+            unique=True,
+            postgresql_where=text("task_id IS NOT NULL"),
+            sqlite_where=text("task_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

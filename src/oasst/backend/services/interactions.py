@@ -121,13 +121,6 @@ def _task_by_frontend_id(session: Session, client: ApiClient, frontend_message_i
 
 
 # Statements of the hot paths, built once (building them costs more CPU than running them).
-@functools.cache
-def _message_frontend_id_stmt() -> Any:
-    return select(Message.id).where(
-        Message.api_client_id == bindparam("client_id"), Message.frontend_message_id == bindparam("key")
-    )
-
-
 _LIVE = Message.deleted.is_(False) & (Message.review_result.is_(None) | Message.review_result.is_(True))
 
 
@@ -145,15 +138,6 @@ def _tree_size_stmt() -> Any:
 def _message_stmt() -> Any:
     return (
         select(Message).where(Message.id == bindparam("message_id")).execution_options(populate_existing=True)
-    )
-
-
-@functools.cache
-def _reviewed_stmt() -> Any:
-    return select(TextLabels.id).where(
-        TextLabels.message_id == bindparam("message_id"),
-        TextLabels.user_id == bindparam("user_id"),
-        TextLabels.task_id.is_not(None),
     )
 
 
@@ -285,11 +269,7 @@ def handle_text_reply(
     _validate_for_interaction(task, user, ("initial_prompt", *REPLY_TASK_TYPES))
     text = body.text.strip()
     _check_text(session, settings, user, text)
-    if session.scalar(_message_frontend_id_stmt(), {"client_id": client.id, "key": body.user_message_id}):
-        raise OasstError(
-            f"Frontend message id '{body.user_message_id}' is already used by another message.",
-            ErrorCode.INVALID_FRONTEND_MESSAGE_ID,
-        )
+    # a user_message_id already used by this client violates the message's unique index (2000)
     lang = body.lang or "en"
     message_id = uuid.uuid4()
     if task.task_type == "initial_prompt":
@@ -473,8 +453,7 @@ def handle_text_labels(
         )
     if message.user_id == user.id and not settings.allow_self_labeling:
         raise OasstError("You cannot review your own message.", ErrorCode.TEXT_LABELS_NO_SELF_LABELING)
-    if session.scalar(_reviewed_stmt(), {"message_id": message.id, "user_id": user.id}):
-        raise OasstError("You already reviewed this message.", ErrorCode.TEXT_LABELS_DUPLICATE_TASK_REPLY)
+    # a second review of the same message by the same user violates uq_text_labels_task_review (2054)
     session.add(
         TextLabels(
             id=task.id,
