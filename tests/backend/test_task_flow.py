@@ -106,3 +106,18 @@ def test_nack_hides_the_item_from_that_user(small_client: TestClient, database: 
     assert reviewer.request("label_initial_prompt").json()["error_code"] == 1006
     skipped = database.read(lambda s: s.scalars(select(Task).where(Task.skipped.is_(True))).all())
     assert [t.skip_reason for t in skipped] == ["not my language"]
+
+
+def test_task_conversations_show_the_readers_own_emojis(small_client: TestClient) -> None:
+    author, reader = Volunteer(small_client, "author"), Volunteer(small_client, "reader")
+    author.work_once("initial_prompt")
+    prompt = reader.request("label_initial_prompt").json()
+    prompt_id = prompt["message_id"]
+    reader.answer(prompt, reader.ack(prompt["id"]))
+    emoji = {"user": reader.user, "op": "add", "emoji": "+1"}
+    assert small_client.post(f"/api/v1/messages/{prompt_id}/emoji", json=emoji).status_code == 202
+    task = reader.request("assistant_reply").json()
+    (first,) = task["conversation"]["messages"]
+    assert first["id"] == prompt_id
+    assert first["user_emojis"] == ["+1"]
+    assert first["emojis"] == {"+1": 1}

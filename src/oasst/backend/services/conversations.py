@@ -108,6 +108,31 @@ def load_tree(session: Session, tree_id: uuid.UUID) -> dict[uuid.UUID, Message]:
     return {m.id: m for m in session.scalars(_tree_stmt(), {"tree_id": tree_id})}
 
 
+def load_tree_for_reader(
+    session: Session, tree_id: uuid.UUID, reader_id: uuid.UUID
+) -> tuple[dict[uuid.UUID, Message], dict[uuid.UUID, list[str]]]:
+    """A tree's messages and the reader's own visible emojis on them, in one query."""
+    tree: dict[uuid.UUID, Message] = {}
+    emojis: dict[uuid.UUID, list[str]] = {}
+    for message, emoji in session.execute(_tree_emojis_stmt(), {"tree_id": tree_id, "user_id": reader_id}):
+        tree[message.id] = message
+        if emoji is not None and not emoji.startswith("_"):
+            emojis.setdefault(message.id, []).append(emoji)
+    return tree, emojis
+
+
+@functools.cache
+def _tree_emojis_stmt() -> Any:
+    return (
+        select(Message, MessageEmoji.emoji)
+        .outerjoin(
+            MessageEmoji,
+            (MessageEmoji.message_id == Message.id) & (MessageEmoji.user_id == bindparam("user_id")),
+        )
+        .where(Message.message_tree_id == bindparam("tree_id"))
+    )
+
+
 @functools.cache
 def _tree_stmt() -> Any:
     return select(Message).where(Message.message_tree_id == bindparam("tree_id"))
@@ -143,9 +168,15 @@ def path_in(
 
 
 def conversation_of(
-    session: Session, messages: Sequence[Message], *, reader_id: uuid.UUID | None = None
+    session: Session,
+    messages: Sequence[Message],
+    *,
+    reader_id: uuid.UUID | None = None,
+    emojis: dict[uuid.UUID, list[str]] | None = None,
 ) -> wire.Conversation:
-    emojis = user_emojis_by_message(session, reader_id, (m.id for m in messages))
+    """The wire conversation; ``emojis`` (the reader's, by message) saves a query when already loaded."""
+    if emojis is None:
+        emojis = user_emojis_by_message(session, reader_id, (m.id for m in messages))
     return wire.Conversation(
         messages=[
             conversation_message(m, user_emojis=emojis.get(m.id, []), reader_id=reader_id) for m in messages

@@ -28,9 +28,8 @@ from oasst.backend.services.clients import TaskCaches, Worker
 from oasst.backend.services.conversations import (
     conversation_message,
     conversation_of,
-    load_tree,
+    load_tree_for_reader,
     path_in,
-    thread_by_id,
 )
 from oasst.backend.settings import Settings, TreeManagerConfiguration
 from oasst.protocol import tasks as wire
@@ -151,9 +150,10 @@ class Dispatch:
             ),
         )
         for candidate in [claimed] if claimed else []:
-            thread = thread_by_id(self.session, candidate.tree_id, candidate.parent_id)
+            tree, emojis = load_tree_for_reader(self.session, candidate.tree_id, self.user.id)
+            thread = path_in(tree, candidate.parent_id)
             parent = thread[-1]
-            conversation = conversation_of(self.session, thread, reader_id=self.user.id)
+            conversation = conversation_of(self.session, thread, reader_id=self.user.id, emojis=emojis)
             task: wire.Task
             if parent.role == "assistant":
                 task = wire.PrompterReplyTask(conversation=conversation)
@@ -181,15 +181,18 @@ class Dispatch:
             ),
         )
         for candidate in [claimed] if claimed else []:
-            thread = thread_by_id(self.session, candidate.tree_id, candidate.message_id)
-            task = self._label_task(thread, from_random=from_random)
+            tree, emojis = load_tree_for_reader(self.session, candidate.tree_id, self.user.id)
+            thread = path_in(tree, candidate.message_id)
+            task = self._label_task(thread, emojis, from_random=from_random)
             return task, self._row(task, tree_id=candidate.tree_id, target=candidate.message_id)
         return None
 
-    def _label_task(self, thread: list[Message], *, from_random: bool) -> wire.Task:
+    def _label_task(
+        self, thread: list[Message], emojis: dict[uuid.UUID, list[str]], *, from_random: bool
+    ) -> wire.Task:
         cfg = self.cfg
         message = thread[-1]
-        conversation = conversation_of(self.session, thread, reader_id=self.user.id)
+        conversation = conversation_of(self.session, thread, reader_id=self.user.id, emojis=emojis)
         if message.parent_id is None:
             valid, mandatory, p_full = (
                 cfg.labels_initial_prompt,
@@ -248,7 +251,7 @@ class Dispatch:
         return self._ranking_task(claimed.tree_id, claimed.parent_id) if claimed else None
 
     def _ranking_task(self, tree_id: uuid.UUID, parent_id: uuid.UUID) -> tuple[wire.Task, Task]:
-        tree = load_tree(self.session, tree_id)
+        tree, emojis = load_tree_for_reader(self.session, tree_id, self.user.id)
         thread = path_in(tree, parent_id)
         parent = thread[-1]
         roles = tree_manager.ranked_roles(self.cfg)
@@ -259,7 +262,7 @@ class Dispatch:
         ]
         random.shuffle(replies)
         reveal = all(r.synthetic for r in replies)
-        conversation = conversation_of(self.session, thread, reader_id=self.user.id)
+        conversation = conversation_of(self.session, thread, reader_id=self.user.id, emojis=emojis)
         reply_messages = [conversation_message(r, hide_synthetic=not reveal) for r in replies]
         cls = wire.RankPrompterRepliesTask if parent.role == "assistant" else wire.RankAssistantRepliesTask
         task = cls(
