@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     allow_self_labeling: bool = False
     allow_self_ranking: bool = False
     prompt_lottery_interval_sec: float = Field(
-        1.0,
+        0.2,
         ge=0,
         description="Run the prompt lottery at most this often per language and process (0: every request)",
     )

@@ -149,12 +149,12 @@ class TaskCaches:
 
     * frontend user -> :class:`Worker` (5 s);
     * users whose activity was written in the last minute (60 s);
-    * language -> initial prompts available after the last prompt lottery (1 s), so the lottery runs
-      at most once a second per language and process instead of on every request.
+    * language -> initial prompts available after the last prompt lottery (0.2 s by default), so the
+      lottery runs a few times a second per language and process instead of on every request.
     """
 
     def __init__(
-        self, ttl_sec: float = 5.0, activity_interval_sec: float = 60.0, lottery_sec: float = 1.0
+        self, ttl_sec: float = 5.0, activity_interval_sec: float = 60.0, lottery_sec: float = 0.2
     ) -> None:
         self.workers = TtlCache(ttl_sec)
         self.recent_activity = TtlCache(activity_interval_sec)
