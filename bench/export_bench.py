@@ -1,14 +1,18 @@
-"""Benchmark of ``oasst export``: messages per second and peak memory, on PostgreSQL.
+"""Benchmark of ``oasst export``: messages per second, CPU time and peak memory, on PostgreSQL.
 
 Builds N messages (default 150,000 in ~10,000 trees of 15, three label reviews per message, emojis, and
 three ranking ballots per parent with several assistant replies) in a fresh PostgreSQL database with Core
-executemany, then exports them twice to a temporary ``.jsonl.gz``: plain, and with labels and events. Each
-export runs in a child process that reports its wall time and its peak RSS (``getrusage``), so the
-figures are those of the export alone. The original backend's published figures are printed beside them.
+executemany, then exports them four times: plain and with labels and events, each to a temporary
+``.jsonl`` and ``.jsonl.gz``. Each export runs in a child process that reports its wall time, its CPU time
+and its peak RSS (``getrusage``), so the figures are those of the export alone; the database server's CPU
+is not counted. With ``--repeat`` each export runs several times and the median run is shown (other
+processes on the machine move the wall-clock figures; CPU seconds move less). The original backend's
+published figures (``.gz``) are printed beside them.
 
     python bench/export_bench.py                      # 150,000 messages, temp database on localhost
     python bench/export_bench.py --messages 20000     # a quick check
     python bench/export_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/mydb
+    python bench/export_bench.py --database-url ... --skip-build --repeat 3 --gzip-level 6
 """
 
 from __future__ import annotations
@@ -201,11 +205,13 @@ class Builder:
         return count
 
     def _reviews(self, mid: uuid.UUID, created: datetime) -> None:
-        for _ in range(3):
+        for reviewer in self.rng.sample(
+            self.users, 3
+        ):  # one review per user and message, as the backend enforces
             self.rows["labels"].append(
                 {
                     "id": uuid.uuid4(),
-                    "user_id": self.rng.choice(self.users),
+                    "user_id": reviewer,
                     "created_date": created,
                     "api_client_id": self.client,
                     "text": None,
@@ -277,7 +283,7 @@ def build(url: str, messages: int, seed: int) -> tuple[int, int]:
     return trees, count
 
 
-def child_export(url: str, out: str, labels_and_events: bool) -> None:
+def child_export(url: str, out: str, labels_and_events: bool, gzip_level: int) -> None:
     """Run one export in this (child) process and print its figures as JSON."""
     from oasst.backend.db import Database, make_engine
     from oasst.backend.services.export import ExportOptions, export_to
@@ -286,10 +292,11 @@ def child_export(url: str, out: str, labels_and_events: bool) -> None:
     database = Database(make_engine(Settings(database_url=url)))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-    options = ExportOptions(labels=labels_and_events, events=labels_and_events)
+    options = ExportOptions(labels=labels_and_events, events=labels_and_events, gzip_level=gzip_level)
     summary = export_to(database, out, options)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     peak, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu_before
+    db_cpu = database_cpu(database.engine)
     database.dispose()
     print(
         json.dumps(
@@ -298,6 +305,7 @@ def child_export(url: str, out: str, labels_and_events: bool) -> None:
                 "messages": summary.messages,
                 "seconds": summary.seconds,
                 "cpu_seconds": cpu,
+                "db_cpu_seconds": db_cpu,
                 "peak_rss_mib": peak / 1024,
                 "rss_before_mib": before / 1024,
                 "bytes": os.path.getsize(out),
@@ -306,35 +314,64 @@ def child_export(url: str, out: str, labels_and_events: bool) -> None:
     )
 
 
-def run_export(url: str, labels_and_events: bool) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "export.jsonl.gz")
-        args = [sys.executable, __file__, "--child-export", out, "--database-url", url]
-        if labels_and_events:
-            args.append("--labels-and-events")
-        result = subprocess.run(args, check=True, capture_output=True, text=True)
-        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+def database_cpu(engine: Engine) -> float | None:
+    """CPU seconds of the server processes of the export's pooled connections (all opened by the export),
+    where the server runs on this machine; None elsewhere."""
+    try:
+        with engine.connect() as conn:
+            query = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'"
+            pids = list(conn.execute(text(query)).scalars())
+        ticks = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
 
 
-def report(results: dict[str, dict[str, Any]]) -> None:
+def run_export(
+    url: str, labels_and_events: bool, suffix: str, gzip_level: int, repeat: int
+) -> dict[str, Any]:
+    """The median (by wall time) of ``repeat`` runs of one export."""
+    runs = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, f"export{suffix}")
+            args = [sys.executable, __file__, "--child-export", out, "--database-url", url]
+            args += ["--gzip-level", str(gzip_level)]
+            if labels_and_events:
+                args.append("--labels-and-events")
+            result = subprocess.run(args, check=True, capture_output=True, text=True)
+            runs.append(dict(json.loads(result.stdout.strip().splitlines()[-1])))
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
+def report(results: dict[str, dict[str, Any]], gzip_level: int) -> None:
     """A small table beside the original's published figures (150k messages, same kind of machine)."""
-    first = results["plain"]
+    first = next(iter(results.values()))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{first['messages']:,} messages in {first['trees']:,} trees, PostgreSQL, {os.cpu_count()} CPUs")
     print(f"(load average {load}: other processes on the machine slow the wall-clock figures)\n")
-    head = f"{'export':<15}{'seconds':>9}{'msgs/s':>9}{'CPU s':>8}{'msgs/CPU-s':>12}{'peak RSS MiB':>14}{'file MiB':>10}"
-    print(f"{head}   original (150k msgs)")
+    head = f"{'export':<25}{'seconds':>9}{'msgs/s':>9}{'CPU s':>8}{'msgs/CPU-s':>12}{'DB CPU s':>10}"
+    head += f"{'peak RSS MiB':>14}{'file MiB':>10}"
+    print(f"{head}   original (150k msgs, .gz)")
     for name, r in results.items():
-        seconds, rss = ORIGINAL[name]
+        seconds, rss = ORIGINAL[name.split()[0]]
+        db_cpu = "?" if r.get("db_cpu_seconds") is None else f"{r['db_cpu_seconds']:.1f}"
         original = f"{seconds:.0f} s ({150_000 / seconds:,.0f} msgs/s)" + (f", {rss:,.0f} MiB" if rss else "")
         print(
-            f"{name:<15}{r['seconds']:>9.1f}{r['messages'] / r['seconds']:>9,.0f}{r['cpu_seconds']:>8.1f}"
-            f"{r['messages'] / r['cpu_seconds']:>12,.0f}{r['peak_rss_mib']:>14.0f}{r['bytes'] / 2**20:>10.1f}"
+            f"{name:<25}{r['seconds']:>9.1f}{r['messages'] / r['seconds']:>9,.0f}{r['cpu_seconds']:>8.1f}"
+            f"{r['messages'] / r['cpu_seconds']:>12,.0f}{db_cpu:>10}"
+            f"{r['peak_rss_mib']:>14.0f}{r['bytes'] / 2**20:>10.1f}"
             f"   {original}"
         )
     print(
-        "\nCPU s is the export process's own (the database server's is not counted). Peak RSS is the whole "
-        f"process, Python and the drivers included ({first['rss_before_mib']:.0f} MiB before the export began)."
+        "\nCPU s is the export process's own; DB CPU s its database connections' (where the server is local). "
+        "Peak RSS is the whole "
+        f"process, Python and the drivers included ({first['rss_before_mib']:.0f} MiB before the export began). "
+        f".gz at level {gzip_level}."
     )
 
 
@@ -348,11 +385,13 @@ def main() -> None:
     )
     parser.add_argument("--skip-build", action="store_true", help="export what an earlier run built there")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per export; the median is shown")
+    parser.add_argument("--gzip-level", type=int, default=1, help="compression of the .gz exports (1-9)")
     parser.add_argument("--child-export", help=argparse.SUPPRESS)
     parser.add_argument("--labels-and-events", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_export:
-        child_export(args.database_url, args.child_export, args.labels_and_events)
+        child_export(args.database_url, args.child_export, args.labels_and_events, args.gzip_level)
         return
     if args.skip_build and not args.database_url:
         parser.error("--skip-build needs --database-url")
@@ -365,7 +404,13 @@ def main() -> None:
                 f"built {count:,} messages in {trees:,} trees in {time.perf_counter() - started:.1f} s",
                 flush=True,
             )
-        report({"plain": run_export(url, False), "labels+events": run_export(url, True)})
+        results = {}
+        for name, labels_and_events in (("plain", False), ("labels+events", True)):
+            for suffix in (".jsonl", ".jsonl.gz"):
+                results[f"{name} {suffix}"] = run_export(
+                    url, labels_and_events, suffix, args.gzip_level, args.repeat
+                )
+        report(results, args.gzip_level)
 
     if args.database_url:
         bench(args.database_url)

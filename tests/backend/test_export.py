@@ -214,15 +214,15 @@ def test_labels_average_every_kind_of_label(database: Database, scene: Scene) ->
 
     def add_labels(session: Any) -> None:
         client_id = target.api_client_id
-        for labels, task, report in (
-            ({"spam": 0.0, "quality": 0.5}, uuid.uuid4(), False),
-            ({"spam": 1.0, "quality": 1.0}, uuid.uuid4(), False),
-            ({"quality": 0.25, "pii": 1.0}, None, False),
-            ({"spam": 1.0}, None, True),
+        for user, labels, task, report in (  # one task review per user and message
+            (scene.bob, {"spam": 0.0, "quality": 0.5}, uuid.uuid4(), False),
+            (scene.alice, {"spam": 1.0, "quality": 1.0}, uuid.uuid4(), False),
+            (scene.bob, {"quality": 0.25, "pii": 1.0}, None, False),
+            (scene.bob, {"spam": 1.0}, None, True),
         ):
             session.add(
                 TextLabels(
-                    user_id=scene.bob.id,
+                    user_id=user.id,
                     api_client_id=client_id,
                     message_id=target.id,
                     labels=labels,
@@ -451,5 +451,6 @@ def test_export_memory_does_not_grow_with_the_database(tmp_path: Path) -> None:
         fill(url, n)
         exported, peaks[n] = export_peak(url)
         assert exported == n
-    assert peaks[50_000] < 12 * 2**20, peaks  # two batches of 50 trees at most, whatever the size
+    # the batch being built and READ_AHEAD read ahead (200 trees each) at most, whatever the size
+    assert peaks[50_000] < 32 * 2**20, peaks
     assert peaks[50_000] < peaks[10_000] * 1.3, peaks

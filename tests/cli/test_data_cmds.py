@@ -85,6 +85,7 @@ def messages_in(url: str) -> int:
                 "--export-labels",
                 "--export-events",
                 "--anonymizer-seed",
+                "--gzip-level",
                 "--output",
             ],
         ),
@@ -155,6 +156,22 @@ def test_export_to_stdout_anonymised_and_flat(db_url: str, tmp_path: Path) -> No
 
     result = runner.invoke(cli(), ["export", "--user", "nobody", "--database-url", db_url])
     assert result.exit_code == 1 and "There is no user 'nobody'" in flat(result.output)
+
+
+def test_gzip_levels_compress_the_same_lines(db_url: str, tmp_path: Path) -> None:
+    if not SAMPLE.exists():
+        pytest.skip("the oasst2 sample is missing")
+    runner.invoke(cli(), ["import", str(SAMPLE), "--database-url", db_url])
+    files = {}
+    for level in ("1", "9"):
+        files[level] = tmp_path / f"level{level}.jsonl.gz"
+        args = ["export", "-o", str(files[level]), "--export-labels", "--gzip-level", level]
+        result = runner.invoke(cli(), [*args, "--database-url", db_url])
+        assert result.exit_code == 0, result.output
+    fast, small = (files[level].read_bytes() for level in ("1", "9"))
+    assert gzip.decompress(fast) == gzip.decompress(small) and len(small) < len(fast)
+    result = runner.invoke(cli(), ["export", "--gzip-level", "0", "--database-url", db_url])
+    assert result.exit_code == 2
 
 
 def test_a_bad_file_is_refused_and_nothing_is_written(db_url: str, tmp_path: Path) -> None:

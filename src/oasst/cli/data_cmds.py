@@ -55,7 +55,18 @@ def _opt(*names: str, help: str, **kwargs: object) -> typer.models.OptionInfo:
 
 # export
 OutputOption = Annotated[
-    str, _opt("--output", "-o", help="File: .jsonl, or .jsonl.gz to compress; - is stdout.")
+    str,
+    _opt("--output", "-o", help="File: .jsonl, or .jsonl.gz to compress (see --gzip-level); - is stdout."),
+]
+GzipLevelOption = Annotated[
+    int,
+    typer.Option(
+        "--gzip-level",
+        min=1,
+        max=9,
+        help="Compression of .gz output, 1 (fastest) to 9 (smallest). Default 1, for speed: on 2 cores "
+        "level 6 made a labelled export ~50% slower for a file ~25% smaller.",
+    ),
 ]
 StatesOption = Annotated[
     list[str] | None,
@@ -143,6 +154,7 @@ def export_command(
     export_labels: LabelsOption = False,
     export_events: EventsOption = False,
     anonymizer_seed: SeedOption = None,
+    gzip_level: GzipLevelOption = 1,
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Export message trees as oasst JSONL (the format of the public oasst1/oasst2 datasets).
@@ -167,6 +179,7 @@ def export_command(
         labels=export_labels,
         events=export_events,
         anonymizer_seed=anonymizer_seed,
+        gzip_level=gzip_level,
     )
     summary = _run_export(database_url, output, options, user)
     where = "stdout" if output == "-" else output

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from oasst.data.schemas import ExportMessageNode, ExportMessageTree
 
-__all__ = ["Target", "write_message_trees", "write_messages"]
+__all__ = ["Target", "write_jsonl_text", "write_message_trees", "write_messages"]
 
 Target = str | os.PathLike[str] | IO[bytes] | IO[str]
 """A path (`.gz` = gzip), `"-"` for stdout, or an open binary or text file that is left open."""
@@ -38,7 +38,7 @@ def _replaceable(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def _open_target(target: Target) -> Iterator[IO[Any]]:
+def _open_target(target: Target, compresslevel: int = 6) -> Iterator[IO[Any]]:
     if not isinstance(target, str | os.PathLike):
         yield target
         return
@@ -59,7 +59,9 @@ def _open_target(target: Target) -> Iterator[IO[Any]]:
             if path.endswith(".gz"):
                 # mtime=0 and a fixed name make the output reproducible byte for byte
                 name = os.path.basename(path)[: -len(".gz")]
-                gz = gzip.GzipFile(filename=name, mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+                gz = gzip.GzipFile(
+                    filename=name, mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=0
+                )
                 with cast(IO[bytes], gz) as out:
                     yield out
             else:
@@ -102,3 +104,16 @@ def write_messages(target: Target, messages: Iterable[ExportMessageNode], exclud
     any; use `read_messages` or `oasst.data.rebuild.flatten` to turn trees into flat rows first.
     """
     return _write_jsonl(target, messages, exclude_none)
+
+
+def write_jsonl_text(target: Target, chunks: Iterable[str], *, compresslevel: int = 6) -> None:
+    """Write text that already is JSON lines: each chunk holds whole lines, each ending in a newline.
+
+    For writers that serialise the lines themselves (the backend's export builds them from database rows);
+    the target is handled as by `write_message_trees`, `compresslevel` (1-9) applying to `.gz` paths.
+    """
+    with _open_target(target, compresslevel) as out:
+        text = isinstance(out, io.TextIOBase)
+        for chunk in chunks:
+            out.write(chunk if text else chunk.encode("utf-8"))
+        out.flush()

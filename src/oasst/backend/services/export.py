@@ -1,10 +1,16 @@
 """Export message trees as oasst JSONL (the public oasst1/oasst2 format), streaming.
 
-Trees are read in keyset-paginated batches of ``batch_trees`` (by ``message_tree_id``), each with a fixed
-number of queries whatever its size: the page of tree states, their messages and, as asked, their text
-labels, emojis and ranking reactions (plus the original ids of imported users, if any). Labels are
-averaged in Python; each batch is built, written and dropped, in its own short transaction, so memory
-stays flat and a long export holds no lock or snapshot.
+Trees are read in keyset-paginated batches of ``batch_trees`` (by ``message_tree_id``) with a fixed number
+of queries each (see ``export_rows``); each batch is built, written and dropped, in its own short
+transaction, so memory stays flat and a long export holds no lock or snapshot.
+
+Two ways to build the output from the rows of a batch. ``iter_export`` validates an ``ExportMessageTree``
+(or ``ExportMessageNode``) per item, for callers that want the models. ``export_to`` writes JSON lines
+straight from the rows, byte for byte what ``oasst.data.write_message_trees`` writes for those models (keys
+and their order, nulls, dates, floats, unknown fields; ids hashed as ``Anonymizer`` hashes them): a pydantic
+model per message cost more than all the rest of the export. A tree whose data is out of the ordinary (a
+value pydantic would coerce or reject, a float that is not finite, events kept from an import) goes through
+the models instead, so the line, or the error, is the same either way.
 
 On purpose unlike the original: ``review_result`` is written as stored (the original blanked it unless
 accepted or reviewed more than twice, so a rejected reply came back as pending after an import: round
@@ -26,60 +32,56 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
-from typing import cast as typing_cast
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Text, and_, cast, exists, select
+from sqlalchemy import select
 
 from oasst.backend.db import Database
 from oasst.backend.models import Base
-from oasst.backend.services.importer import (
-    EVENTS_KEY,
-    IDS_KEY,
-    IMPORT_CLIENT_ID,
-    IMPORT_USERNAME,
-    RANKING_PAYLOAD,
+from oasst.backend.services.export_rows import (
+    CREATED,
+    EMOJIS,
+    EXTRA,
+    FIELDS,
+    ID,
+    PARENT,
+    ROLE,
+    TEXT,
+    USER,
+    Batch,
+    BatchReader,
+    Ids,
+    Row,
+    RowFilter,
+    TreeInfo,
+    as_uuid,
+    children,
+    iso_date,
+    label_averages,
+    preorder,
+    read_ahead,
 )
-from oasst.data import (
-    Anonymizer,
-    ExportMessageNode,
-    ExportMessageTree,
-    Target,
-    write_message_trees,
-    write_messages,
-)
+from oasst.backend.services.importer import EVENTS_KEY, IDS_KEY, IMPORT_CLIENT_ID
+from oasst.data import Anonymizer, ExportMessageNode, ExportMessageTree, Target
+from oasst.data.schemas import DetoxifyRating
+from oasst.data.writer import write_jsonl_text
 
 DEFAULT_STATE = "ready_for_export"
+READ_AHEAD = 2  # batches read ahead of the one being built, so that the database never waits for Python
+GZIP_LEVEL = 1  # .gz output: level 6 made a labelled export ~50% slower for a file ~25% smaller
 Deleted = Literal["exclude", "include", "only"]
 Spam = Literal["accepted", "include", "only"]
 Synthetic = Literal["exclude", "include", "only"]
+T = TypeVar("T")
 
-_TABLES = Base.metadata.tables
-_M, _S, _L = _TABLES["message"], _TABLES["message_tree_state"], _TABLES["text_labels"]
-_E, _R, _U = _TABLES["message_emoji"], _TABLES["message_reaction"], _TABLES["user"]
-# Message rows are tuples: these node fields (``id`` is ``message_id``), then extra and message_tree_id.
-_FIELDS: tuple[str, ...] = (
-    "message_id",
-    "parent_id",
-    "user_id",
-    "created_date",
-    "text",
-    "role",
-    "lang",
-    "review_count",
-)
-_FIELDS += ("review_result", "deleted", "rank", "synthetic", "model_name", "emojis")
-_COLUMNS = [_M.c.id, *(_M.c[name] for name in _FIELDS[1:]), _M.c.extra, _M.c.message_tree_id]
-_ID, _PARENT, _USER, _CREATED = range(4)
-_REVIEW_RESULT, _DELETED, _RANK, _SYNTHETIC = (
-    _FIELDS.index(f) for f in ("review_result", "deleted", "rank", "synthetic")
-)
-_EXTRA, _TREE = len(_FIELDS), len(_FIELDS) + 1
+_U = Base.metadata.tables["user"]
 _RESERVED = {IDS_KEY, EVENTS_KEY}
-_KNOWN_FIELDS = set(ExportMessageNode.model_fields)
+_NODE_SKIPPED = _RESERVED | set(ExportMessageNode.model_fields)  # extra keys that are not written back
+_TREE_FIELDS = set(ExportMessageTree.model_fields)
+_TREE_SKIPPED = {IDS_KEY}
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class ExportOptions:
     labels: bool = False
     events: bool = False
     anonymizer_seed: int | str | None = None
-    batch_trees: int = 50
+    batch_trees: int = 200
+    gzip_level: int = GZIP_LEVEL  # for paths ending in .gz: 1 (fastest) to 9 (smallest)
 
     @property
     def flat(self) -> bool:
@@ -135,16 +138,18 @@ def export_to(
     options = options or ExportOptions()
     summary = ExportSummary()
     started = time.perf_counter()
-    items = iter_export(database, options, summary, on_progress=on_progress)
-    # Batches live long enough to reach the oldest GC generation, so full collections run often; without
-    # freezing, each one walks every object of SQLAlchemy, pydantic and the rest (export ~15% slower).
+    build = _LineBuilder(options).build
+    batches = _produce(database, options, build, summary, on_progress)
+    # Batches live long enough to reach the oldest GC generation, so collections would walk them over and
+    # over (~8% of the export's CPU), and every object of SQLAlchemy, pydantic and the rest unless
+    # frozen. Collections are rarer meanwhile: the export makes no garbage cycles worth collecting early.
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
     try:
-        if options.flat:
-            write_messages(target, typing_cast(Iterator[ExportMessageNode], items))
-        else:
-            write_message_trees(target, typing_cast(Iterator[ExportMessageTree], items))
+        write_jsonl_text(target, ("".join(lines) for lines in batches), compresslevel=options.gzip_level)
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
     summary.seconds = time.perf_counter() - started
     return summary
@@ -158,39 +163,13 @@ def iter_export(
     on_progress: Callable[[ExportSummary], None] | None = None,
 ) -> Iterator[ExportMessageTree | ExportMessageNode]:
     """Yield the trees (or, for flat selections, the messages) of the export one at a time."""
-    summary = summary if summary is not None else ExportSummary()
     anonymizer = None if options.anonymizer_seed is None else Anonymizer(options.anonymizer_seed)
-    with database.engine.connect() as conn:
-        clients = _TABLES["api_client"]
-        imported = conn.execute(select(clients.c.id).where(clients.c.id == IMPORT_CLIENT_ID)).first()
 
-    def produce(after: uuid.UUID | None) -> tuple[uuid.UUID, list[tuple[Any, int]]] | None:
-        """Read and build the batch of trees after ``after``: (its last tree id, [(item, messages)])."""
-        with database.engine.connect() as conn:
-            page = _tree_page(conn, options, after)
-            if not page:
-                return None
-            batch = _fetch_batch(conn, page, options, imported is not None)
-        items = list(_build(batch, options))
-        if anonymizer is not None:
-            items = [(_anonymize(anonymizer, item), n) for item, n in items]
-        return page[-1].tree_id, items
+    def build(batch: Batch) -> list[tuple[ExportMessageTree | ExportMessageNode, int]]:
+        return [(_anonymize(anonymizer, item), n) for item, n in _models(batch, options)]
 
-    # The next batch is read and built in a thread while the caller writes this one, so the database's
-    # work, the driver's waits and the writer's compression (which releases the GIL) can overlap. At most
-    # two batches are in memory.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oasst-export") as producer:
-        pending = producer.submit(produce, None)
-        while (done := pending.result()) is not None:
-            pending = producer.submit(produce, done[0])
-            for item, messages in done[1]:
-                summary.messages += messages
-                summary.trees += not options.flat
-                yield item
-                if options.limit is not None and _emitted(summary, options) >= options.limit:
-                    return
-            if on_progress is not None:
-                on_progress(summary)
+    for items in _produce(database, options, build, summary or ExportSummary(), on_progress):
+        yield from items
 
 
 def find_user_id(database: Database, exported_id: str) -> uuid.UUID | None:
@@ -198,321 +177,125 @@ def find_user_id(database: Database, exported_id: str) -> uuid.UUID | None:
     with database.engine.connect() as conn:
         imported = select(_U.c.id).where(_U.c.api_client_id == IMPORT_CLIENT_ID, _U.c.username == exported_id)
         found = conn.execute(imported).scalar()
-        if found is None and (as_uuid := _as_uuid(exported_id)) is not None:
-            found = conn.execute(select(_U.c.id).where(_U.c.id == as_uuid)).scalar()
+        if found is None and (as_id := as_uuid(exported_id)) is not None:
+            found = conn.execute(select(_U.c.id).where(_U.c.id == as_id)).scalar()
     return found
+
+
+def _produce(
+    database: Database,
+    options: ExportOptions,
+    build: Callable[[Batch], list[tuple[T, int]]],
+    summary: ExportSummary,
+    on_progress: Callable[[ExportSummary], None] | None,
+) -> Iterator[list[T]]:
+    """Read and build the batches, yielding each one's items (up to the limit) and counting them."""
+    with BatchReader(database.engine, options) as reader, closing(read_ahead(reader, READ_AHEAD)) as batches:
+        for batch in batches:
+            items = []
+            for item, messages in build(batch):
+                items.append(item)
+                summary.messages += messages
+                summary.trees += not options.flat
+                if options.limit is not None and _emitted(summary, options) >= options.limit:
+                    yield items
+                    return
+            yield items
+            if on_progress is not None:
+                on_progress(summary)
 
 
 def _emitted(summary: ExportSummary, options: ExportOptions) -> int:
     return summary.messages if options.flat else summary.trees
 
 
-def _anonymize(anonymizer: Anonymizer, item: ExportMessageTree | ExportMessageNode) -> Any:
+def _anonymize(anonymizer: Anonymizer | None, item: ExportMessageTree | ExportMessageNode) -> Any:
+    if anonymizer is None:
+        return item
     if isinstance(item, ExportMessageTree):
         return anonymizer.anonymize_tree(item)
     return anonymizer.anonymize_message(item)
 
 
 # ---------------------------------------------------------------------------------------------------
-# queries
+# the models
 
 
-@dataclass(frozen=True)
-class _TreeInfo:
-    tree_id: uuid.UUID
-    state: str
-    origin: str | None
-    extra: dict[str, Any] | None
-
-
-@dataclass
-class _Batch:
-    trees: list[_TreeInfo]
-    messages: dict[uuid.UUID, list[tuple[Any, ...]]] = field(default_factory=dict)  # by tree
-    labels: dict[uuid.UUID, dict[str, list[float]]] = field(default_factory=dict)  # by message
-    emojis: dict[uuid.UUID, list[tuple[uuid.UUID, str]]] = field(default_factory=dict)
-    rankings: dict[uuid.UUID, list[tuple[uuid.UUID, dict[str, Any]]]] = field(default_factory=dict)
-    users: dict[uuid.UUID, str | None] = field(default_factory=dict)  # exported ids unlike str(uuid)
-
-
-def _sql_filters(options: ExportOptions, *, flat: bool) -> list[ColumnElement[bool]]:
-    """The message filters in SQL: for the prompt of tree exports, for any message of flat ones."""
-    where: list[ColumnElement[bool]] = []
-    if options.deleted != "include":
-        where.append(_M.c.deleted.is_(options.deleted == "only"))
-    if options.spam != "include":
-        where.append(_M.c.review_result.is_(options.spam == "accepted"))
-    if options.from_date is not None:
-        where.append(_M.c.created_date >= options.from_date)
-    if options.to_date is not None:
-        where.append(_M.c.created_date < options.to_date)
-    if flat and options.synthetic == "only":
-        where.append(_M.c.synthetic.is_(True))
-    if flat and options.user_id is not None:
-        where.append(_M.c.user_id == options.user_id)
-    if flat and options.prompts_only:
-        where.append(_M.c.parent_id.is_(None))
-    return where
-
-
-def _tree_page(conn: Connection, options: ExportOptions, after: uuid.UUID | None) -> list[_TreeInfo]:
-    stmt = select(_S.c.message_tree_id, _S.c.state, _S.c.origin, _S.c.extra)
-    if after is not None:
-        stmt = stmt.where(_S.c.message_tree_id > after)
-    if options.state_filter:
-        stmt = stmt.where(_S.c.state.in_(options.state_filter))
-    if options.langs:
-        stmt = stmt.where(_S.c.lang.in_(options.langs))
-    if options.synthetic == "exclude":
-        other = _M.alias("any_message")  # the prompt is joined as _M below; this is another message
-        synthetic = exists().where(
-            other.c.message_tree_id == _S.c.message_tree_id, other.c.synthetic.is_(True)
-        )
-        stmt = stmt.where(~synthetic)
-    if options.flat:
-        matching = [_M.c.message_tree_id == _S.c.message_tree_id, *_sql_filters(options, flat=True)]
-        stmt = stmt.where(exists().where(and_(*matching)))
-    else:
-        stmt = stmt.join(_M, _M.c.id == _S.c.message_tree_id).where(*_sql_filters(options, flat=False))
-    stmt = stmt.order_by(_S.c.message_tree_id).limit(options.batch_trees)
-    return [_TreeInfo(*row) for row in conn.execute(stmt).all()]
-
-
-def _fetch_batch(conn: Connection, page: list[_TreeInfo], options: ExportOptions, imported: bool) -> _Batch:
-    batch = _Batch(trees=page)
-    tree_ids = [tree.tree_id for tree in page]
-    in_batch = _M.c.message_tree_id.in_(tree_ids)
-    stmt = select(*_COLUMNS).where(in_batch)
-    if options.prompts_only:
-        stmt = stmt.where(_M.c.parent_id.is_(None))
-    user_ids: set[uuid.UUID] = set()
-    for row in conn.execute(stmt).all():
-        batch.messages.setdefault(row[_TREE], []).append(tuple(row))
-        if row[_USER] is not None:
-            user_ids.add(row[_USER])
-    if options.labels:
-        _fetch_labels(conn, batch, in_batch)
-    if options.events:
-        _fetch_events(conn, batch, in_batch, user_ids)
-    if imported and user_ids:
-        batch.users = _imported_user_ids(conn, user_ids)
-    return batch
-
-
-def _fetch_labels(conn: Connection, batch: _Batch, in_batch: ColumnElement[bool]) -> None:
-    # as text, parsed here: psycopg would parse JSONB from bytes, which is slower
-    stmt = (
-        select(_L.c.message_id, cast(_L.c.labels, Text)).join(_M, _M.c.id == _L.c.message_id).where(in_batch)
-    )
-    labels = batch.labels
-    for message_id, raw in conn.execute(stmt).all():
-        acc = labels.get(message_id)
-        if acc is None:
-            acc = labels[message_id] = {}
-        for name, value in (json.loads(raw) if raw else {}).items():
-            values = acc.get(name)
-            if values is None:
-                acc[name] = [value]
-            else:
-                values.append(value)
-
-
-def _fetch_events(
-    conn: Connection, batch: _Batch, in_batch: ColumnElement[bool], user_ids: set[uuid.UUID]
-) -> None:
-    emojis = (
-        select(_E.c.message_id, _E.c.user_id, _E.c.emoji)
-        .join(_M, _M.c.id == _E.c.message_id)
-        .where(in_batch)
-        .order_by(_E.c.created_date, _E.c.user_id, _E.c.emoji)
-    )
-    for message_id, user_id, emoji in conn.execute(emojis).all():
-        batch.emojis.setdefault(message_id, []).append((user_id, emoji))
-        user_ids.add(user_id)
-    rankings = (
-        select(_R.c.message_id, _R.c.user_id, _R.c.payload)
-        .join(_M, _M.c.id == _R.c.message_id)
-        .where(in_batch, _R.c.payload_type == RANKING_PAYLOAD)
-        .order_by(_R.c.created_date, _R.c.task_id)
-    )
-    for message_id, user_id, payload in conn.execute(rankings).all():
-        batch.rankings.setdefault(message_id, []).append((user_id, payload or {}))
-        user_ids.add(user_id)
-
-
-def _imported_user_ids(conn: Connection, user_ids: set[uuid.UUID]) -> dict[uuid.UUID, str | None]:
-    """Imported users are exported under their original id (their username); the import user as null."""
-    stmt = select(_U.c.id, _U.c.username).where(_U.c.api_client_id == IMPORT_CLIENT_ID, _U.c.id.in_(user_ids))
-    found: dict[uuid.UUID, str | None] = {}
-    for user_id, username in conn.execute(stmt):
-        if username == IMPORT_USERNAME:
-            found[user_id] = None
-        elif username != str(user_id):
-            found[user_id] = username
-    return found
-
-
-# ---------------------------------------------------------------------------------------------------
-# building trees and rows
-
-
-class _Ids:
-    """Exported ids of one batch: the original ids of imported rows, else the UUID as a string."""
-
-    def __init__(self, batch: _Batch) -> None:
-        self.users = batch.users
-        self.messages: dict[uuid.UUID, str] = {}
-        for rows in batch.messages.values():
-            for row in rows:
-                original = ((row[_EXTRA] or {}).get(IDS_KEY) or {}).get("message_id")
-                if original is not None:
-                    self.messages[row[_ID]] = original
-        self.trees: dict[uuid.UUID, str] = {}
-        for info in batch.trees:
-            original = ((info.extra or {}).get(IDS_KEY) or {}).get("message_tree_id")
-            self.trees[info.tree_id] = original or self.message(info.tree_id)
-
-    def message(self, message_id: uuid.UUID | str) -> str:
-        key = message_id if isinstance(message_id, uuid.UUID) else _as_uuid(message_id)
-        return self.messages.get(key, str(message_id)) if key is not None else str(message_id)
-
-    def maybe_message(self, message_id: uuid.UUID | str | None) -> str | None:
-        return None if message_id is None else self.message(message_id)
-
-    def tree(self, tree_id: str | None) -> str | None:
-        key = None if tree_id is None else _as_uuid(tree_id)
-        return self.trees[key] if key in self.trees else self.maybe_message(tree_id)
-
-    def user(self, user_id: uuid.UUID | None) -> str | None:
-        if user_id is None:
-            return None
-        return self.users[user_id] if user_id in self.users else str(user_id)
-
-
-def _as_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
-def _keep(row: tuple[Any, ...], options: ExportOptions) -> bool:
-    """The message filters in Python, for each message of the batch (mirrors ``_sql_filters``)."""
-    if options.deleted != "include" and bool(row[_DELETED]) != (options.deleted == "only"):
-        return False
-    if options.spam != "include" and row[_REVIEW_RESULT] is not (options.spam == "accepted"):
-        return False
-    if options.prompts_only and row[_PARENT] is not None:
-        return False
-    if not options.flat:
-        return True
-    if options.synthetic == "only" and not row[_SYNTHETIC]:
-        return False
-    if options.user_id is not None and row[_USER] != options.user_id:
-        return False
-    if options.from_date is not None and row[_CREATED] < options.from_date:
-        return False
-    return options.to_date is None or row[_CREATED] < options.to_date
-
-
-def _build(
-    batch: _Batch, options: ExportOptions
+def _models(
+    batch: Batch, options: ExportOptions
 ) -> Iterator[tuple[ExportMessageTree | ExportMessageNode, int]]:
     """Validate each tree (or flat row) once, from plain dicts: far cheaper than building the models."""
-    ids = _Ids(batch)
+    ids, keep = Ids(batch), RowFilter(options)
     for info in batch.trees:
-        rows = batch.messages.get(info.tree_id, [])
-        tree_id = ids.trees[info.tree_id]
+        rows = batch.messages.get(info.key, [])
         if options.flat:
-            for row in _preorder(rows, options):
-                node = _node(row, ids, batch, options, tree_id=tree_id, tree_state=info.state)
-                yield ExportMessageNode.model_validate(node), 1
+            for row in preorder(rows, keep):
+                yield _flat_model(row, ids, batch, options, info), 1
             continue
-        root, size = _tree_root(rows, ids, batch, options)
-        if root is None:
-            continue
-        extra = {k: v for k, v in (info.extra or {}).items() if k != IDS_KEY}
-        tree = {"message_tree_id": tree_id, "tree_state": info.state, "prompt": root, "origin": info.origin}
-        yield ExportMessageTree.model_validate({**tree, **extra}), size
+        if (tree := _tree_model(info, rows, ids, batch, options, keep)) is not None:
+            yield tree
 
 
-def _sort_key(row: tuple[Any, ...]) -> tuple[bool, int, datetime, uuid.UUID]:
-    rank = row[_RANK]
-    return (rank is None, rank or 0, row[_CREATED], row[_ID])
-
-
-def _children(rows: list[tuple[Any, ...]]) -> dict[uuid.UUID | None, list[tuple[Any, ...]]]:
-    children: dict[uuid.UUID | None, list[tuple[Any, ...]]] = {}
-    for row in sorted(rows, key=_sort_key):
-        children.setdefault(row[_PARENT], []).append(row)
-    return children
-
-
-def _preorder(rows: list[tuple[Any, ...]], options: ExportOptions) -> Iterator[tuple[Any, ...]]:
-    """The rows that pass the filters, parents before replies (orphans, if any, at the end)."""
-    children = _children(rows)
-    seen: set[uuid.UUID] = set()
-    stack = list(reversed(children.get(None, [])))
-    while stack:
-        row = stack.pop()
-        seen.add(row[_ID])
-        stack.extend(reversed(children.get(row[_ID], [])))
-        if _keep(row, options):
-            yield row
-    yield from (row for row in sorted(rows, key=_sort_key) if row[_ID] not in seen and _keep(row, options))
-
-
-def _tree_root(
-    rows: list[tuple[Any, ...]], ids: _Ids, batch: _Batch, options: ExportOptions
-) -> tuple[dict[str, Any] | None, int]:
-    """Link the kept messages of one tree below its prompt; None if the prompt itself is left out."""
-    children = _children([row for row in rows if _keep(row, options)])
-    roots = children.get(None, [])
+def _tree_model(
+    info: TreeInfo, rows: list[Row], ids: Ids, batch: Batch, options: ExportOptions, keep: RowFilter
+) -> tuple[ExportMessageTree, int] | None:
+    replies = children([row for row in rows if keep(row)])
+    roots = replies.get(None, [])
     if not roots:
-        return None, 0
+        return None
     root = _node(roots[0], ids, batch, options)
-    stack = [(root, roots[0][_ID])]
+    stack = [(root, roots[0][ID])]
     size = 0
     while stack:
         node, message_id = stack.pop()
         size += 1
-        for row in children.get(message_id, ()):
+        for row in replies.get(message_id, ()):
             child = _node(row, ids, batch, options)
             node["replies"].append(child)
-            stack.append((child, row[_ID]))
-    return root, size
+            stack.append((child, row[ID]))
+    extra = {k: v for k, v in (info.extra or {}).items() if k != IDS_KEY}
+    tree = {
+        "message_tree_id": ids.trees[info.key],
+        "tree_state": info.state,
+        "prompt": root,
+        "origin": info.origin,
+    }
+    return ExportMessageTree.model_validate({**tree, **extra}), size
+
+
+def _flat_model(
+    row: Row, ids: Ids, batch: Batch, options: ExportOptions, info: TreeInfo
+) -> ExportMessageNode:
+    node = _node(row, ids, batch, options, tree_id=ids.trees[info.key], tree_state=info.state)
+    return ExportMessageNode.model_validate(node)
 
 
 def _node(
-    row: tuple[Any, ...],
-    ids: _Ids,
-    batch: _Batch,
+    row: Row,
+    ids: Ids,
+    batch: Batch,
     options: ExportOptions,
     *,
     tree_id: str | None = None,
     tree_state: str | None = None,
 ) -> dict[str, Any]:
     """One message as the dict of an ``ExportMessageNode`` (validated once per tree, by the caller)."""
-    message_id, extra = row[_ID], row[_EXTRA] or {}
-    node = dict(zip(_FIELDS, row, strict=False))
-    node["message_id"], node["parent_id"] = ids.message(message_id), ids.maybe_message(row[_PARENT])
-    node["user_id"], node["replies"] = ids.user(row[_USER]), None if options.flat else []
-    node["labels"] = _labels(batch, message_id) if options.labels else None
+    message_id, extra = row[ID], row[EXTRA] or {}
+    node = dict(zip(FIELDS, row, strict=False))
+    node["message_id"], node["parent_id"] = ids.message(message_id), ids.maybe_message(row[PARENT])
+    node["user_id"], node["replies"] = ids.user(row[USER]), None if options.flat else []
+    created = row[CREATED]
+    node["created_date"] = None if created is None else datetime.fromisoformat(iso_date(created))
+    node["emojis"] = None if row[EMOJIS] is None else json.loads(row[EMOJIS])
+    node["labels"] = label_averages(batch, message_id) if options.labels else None
     node["events"] = _events(batch, message_id, ids, extra) if options.events else None
     node["detoxify"], node["message_tree_id"], node["tree_state"] = extra.get("detoxify"), tree_id, tree_state
-    node.update((k, v) for k, v in extra.items() if k not in _RESERVED and k not in _KNOWN_FIELDS)
+    node.update((k, v) for k, v in extra.items() if k not in _NODE_SKIPPED)
     return node
 
 
-def _labels(batch: _Batch, message_id: uuid.UUID) -> dict[str, dict[str, Any]]:
-    return {
-        name: {"value": math.fsum(values) / len(values), "count": len(values)}
-        for name, values in batch.labels.get(message_id, {}).items()
-    }
-
-
 def _events(
-    batch: _Batch, message_id: uuid.UUID, ids: _Ids, extra: dict[str, Any] | None
+    batch: Batch, message_id: str, ids: Ids, extra: dict[str, Any] | None
 ) -> dict[str, list[Any]] | None:
     events: dict[str, list[Any]] = {}
     emojis = batch.emojis.get(message_id)
@@ -526,7 +309,7 @@ def _events(
     return events or None
 
 
-def _ranking_event(user_id: uuid.UUID, payload: dict[str, Any], ids: _Ids) -> dict[str, Any]:
+def _ranking_event(user_id: str, payload: dict[str, Any], ids: Ids) -> dict[str, Any]:
     return {
         "type": "ranking",
         "user_id": ids.user(user_id),
@@ -536,3 +319,268 @@ def _ranking_event(user_id: uuid.UUID, payload: dict[str, Any], ids: _Ids) -> di
         "message_tree_id": ids.tree(payload.get("message_tree_id")),
         "not_rankable": payload.get("not_rankable"),
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# the lines, straight from the rows
+
+
+class _Unusual(Exception):
+    """Data the line builder leaves to the models (which write it, or reject it, as they always did)."""
+
+
+_string = json.encoder.encode_basestring  # what json.dumps uses (in C)
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode  # pydantic writes extras' NaN as null
+_BOOL = {True: "true", False: "false", None: "null"}
+_ROLES = {"prompter": '"prompter"', "assistant": '"assistant"'}
+_DETOXIFY = tuple(DetoxifyRating.model_fields)
+_IN_TREE = ', "message_tree_id": null, "tree_state": null'  # the tail of a node inside a tree
+
+
+def _maybe_string(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+def _int(value: int | None) -> str:
+    if value is None:
+        return "null"
+    if value.__class__ is not int:
+        raise _Unusual
+    return str(value)
+
+
+def _float(value: float) -> str:
+    if value.__class__ is not float or not math.isfinite(value):
+        raise _Unusual
+    return repr(value)
+
+
+def _extras(extra: dict[str, Any], skipped: set[str]) -> str:
+    """Unknown fields, after the known ones, as pydantic writes extras."""
+    return "".join(f", {_string(k)}: {_dumps(v)}" for k, v in extra.items() if k not in skipped)
+
+
+class _LineBuilder:
+    """One JSON line per tree (or flat row), as ``json.dumps(model.model_dump(mode="json"))`` has it.
+
+    Pieces that recur (the fields from role to emojis, emoji events, one label's mean and count) are kept
+    as written, by what they are written from.
+    """
+
+    def __init__(self, options: ExportOptions) -> None:
+        self.options = options
+        self.anonymizer = None if options.anonymizer_seed is None else Anonymizer(options.anonymizer_seed)
+        self.emojis: dict[str, str] = {}  # emojis JSON as stored -> as written
+        self.middles: dict[Row, str] = {}  # the fields from role to emojis -> as written
+        self.emoji_events = _EmojiEvents()
+        self.label_names: tuple[str, ...] = ()
+        self.label_pieces: list[_LabelPieces] = []  # per label name: "sum:count" -> as written
+
+    def build(self, batch: Batch) -> list[tuple[str, int]]:
+        self.batch, self.keep = batch, RowFilter(self.options)
+        self.real_ids = Ids(batch)
+        self.ids = self.real_ids if self.anonymizer is None else _AnonymousIds(self.real_ids, self.anonymizer)
+        self.emoji_events.user = self.ids.user
+        caches: list[dict[Any, str]] = [self.emojis, self.middles, self.emoji_events, *self.label_pieces]
+        for cache in caches:
+            if len(cache) > 100_000:
+                cache.clear()
+        lines: list[tuple[str, int]] = []
+        for info in batch.trees:
+            rows = batch.messages.get(info.key, [])
+            if self.options.flat:
+                lines.extend((self._flat_line(row, info), 1) for row in preorder(rows, self.keep))
+            elif (line := self._tree_line(info, rows)) is not None:
+                lines.append(line)
+        return lines
+
+    def _tree_line(self, info: TreeInfo, rows: list[Row]) -> tuple[str, int] | None:
+        replies = children([row for row in rows if self.keep(row)])
+        roots = replies.get(None)
+        if not roots:
+            return None
+        try:
+            prompt, size = self._subtree(roots[0], replies)
+            extra = info.extra or {}
+            if extra.__class__ is not dict or not _TREE_FIELDS.isdisjoint(extra):
+                raise _Unusual  # {**tree, **extra} would replace a field
+            head = f'{{"message_tree_id": {_string(self.ids.trees[info.key])}, "tree_state": {_maybe_string(info.state)}'
+            tail = f'"origin": {_maybe_string(info.origin)}{_extras(extra, _TREE_SKIPPED)}}}\n'
+            return f'{head}, "prompt": {prompt}, {tail}', size
+        except Exception:  # the models write it, or raise what they always raised
+            tree = _tree_model(info, rows, self.real_ids, self.batch, self.options, self.keep)
+            assert tree is not None
+            return _model_line(_anonymize(self.anonymizer, tree[0])), tree[1]
+
+    def _subtree(self, row: Row, replies: dict[str | None, list[Row]]) -> tuple[str, int]:
+        below = replies.get(row[ID])
+        if not below:
+            return self._node(row, "[]", _IN_TREE), 1
+        size, parts = 1, []
+        for reply in below:
+            part, n = self._subtree(reply, replies)
+            parts.append(part)
+            size += n
+        return self._node(row, f"[{', '.join(parts)}]", _IN_TREE), size
+
+    def _flat_line(self, row: Row, info: TreeInfo) -> str:
+        try:
+            tree = f', "message_tree_id": {_string(self.ids.trees[info.key])}, "tree_state": {_maybe_string(info.state)}'
+            return self._node(row, "null", tree) + "\n"
+        except Exception:
+            node = _flat_model(row, self.real_ids, self.batch, self.options, info)
+            return _model_line(_anonymize(self.anonymizer, node))
+
+    def _node(self, row: Row, replies: str, tail: str) -> str:
+        ids, options = self.ids, self.options
+        message_id, parent, extra, created = row[ID], row[PARENT], row[EXTRA], row[CREATED]
+        if extra is not None:
+            if extra.__class__ is not dict:
+                raise _Unusual
+            tail += _extras(extra, _NODE_SKIPPED)
+        fields = row[ROLE : EMOJIS + 1]
+        middle = self.middles.get(fields)
+        if middle is None:
+            middle = self.middles[fields] = self._middle(fields)
+        return (
+            f'{{"message_id": {_string(ids.message(message_id))}, '
+            f'"parent_id": {"null" if parent is None else _string(ids.message(parent))}, '
+            f'"user_id": {_maybe_string(ids.user(row[USER]))}, '
+            f'"created_date": {"null" if created is None else _string(iso_date(created))}, '
+            f'"text": {_string(row[TEXT])}, {middle}, "replies": {replies}, '
+            f'"labels": {self._labels(message_id) if options.labels else "null"}, '
+            f'"events": {self._events(message_id, extra) if options.events else "null"}, '
+            f'"detoxify": {"null" if extra is None else _detoxify(extra.get("detoxify"))}{tail}}}'
+        )
+
+    def _middle(self, fields: Row) -> str:
+        role, lang, review_count, review_result, deleted, rank, synthetic, model_name, emojis = fields
+        return (
+            f'"role": {_ROLES[role]}, "lang": {_maybe_string(lang)}, "review_count": {_int(review_count)}, '
+            f'"review_result": {_BOOL[review_result]}, "deleted": {_BOOL[deleted]}, "rank": {_int(rank)}, '
+            f'"synthetic": {_BOOL[synthetic]}, "model_name": {_maybe_string(model_name)}, '
+            f'"emojis": {self._emojis(emojis)}'
+        )
+
+    def _emojis(self, raw: str | None) -> str:
+        if raw is None:
+            return "null"
+        found = self.emojis.get(raw)
+        if found is None:
+            emojis = json.loads(raw)
+            if emojis is not None and (
+                emojis.__class__ is not dict or any(n.__class__ is not int for n in emojis.values())
+            ):
+                raise _Unusual  # pydantic would coerce, or reject, the counts
+            found = self.emojis[raw] = _dumps(emojis)
+        return found
+
+    def _labels(self, message_id: str) -> str:
+        batch = self.batch
+        sums = batch.label_sums.get(message_id)
+        if sums is not None:
+            if self.label_names is not batch.label_names:
+                self.label_names = batch.label_names
+                self.label_pieces = [_LabelPieces(name) for name in batch.label_names]
+            pieces = [found[pair] for found, pair in zip(self.label_pieces, sums.split(","), strict=False)]
+            return "{" + ", ".join(filter(None, pieces)) + "}"
+        values = batch.label_values.get(message_id)
+        if not values:
+            return "{}"
+        fsum = math.fsum
+        items = (
+            f'{_string(k)}: {{"value": {_float(fsum(v) / len(v))}, "count": {len(v)}}}'
+            for k, v in values.items()
+        )
+        return "{" + ", ".join(items) + "}"
+
+    def _events(self, message_id: str, extra: dict[str, Any] | None) -> str:
+        if extra is not None and extra.get(EVENTS_KEY):
+            raise _Unusual  # events kept by the importer: any type, any field
+        events = []
+        emojis = self.batch.emojis.get(message_id)
+        if emojis:
+            found = self.emoji_events
+            events.append(f'"emoji": [{", ".join([found[pair] for pair in emojis])}]')
+        rankings = self.batch.rankings.get(message_id)
+        if rankings:
+            events.append(f'"ranking": [{", ".join([self._ranking(u, payload) for u, payload in rankings])}]')
+        return f"{{{', '.join(events)}}}" if events else "null"
+
+    def _ranking(self, user_id: str, payload: dict[str, Any]) -> str:
+        ids = self.ids
+        ranking = list(payload.get("ranking") or [])
+        if any(rank.__class__ is not int for rank in ranking):
+            raise _Unusual
+        ranked = ", ".join([_string(ids.message(i)) for i in payload.get("ranked_message_ids") or []])
+        not_rankable = payload.get("not_rankable")
+        if not_rankable is not None and not_rankable is not True and not_rankable is not False:
+            raise _Unusual
+        return (
+            f'{{"type": "ranking", "user_id": {_maybe_string(ids.user(user_id))}, '
+            f'"ranking": [{", ".join(map(str, ranking))}], "ranked_message_ids": [{ranked}], '
+            f'"ranking_parent_id": {_maybe_string(ids.maybe_message(payload.get("ranking_parent_id")))}, '
+            f'"message_tree_id": {_maybe_string(ids.tree(payload.get("message_tree_id")))}, '
+            f'"not_rankable": {_BOOL[not_rankable]}}}'
+        )
+
+
+class _AnonymousIds:
+    """``Ids`` that hash what they return, as ``Anonymizer`` does the models' (trees in "message_tree")."""
+
+    def __init__(self, ids: Ids, anonymizer: Anonymizer) -> None:
+        self.ids, self.hash = ids, anonymizer.anonymize
+        self.trees = {key: self.hash("message_tree", tree_id) for key, tree_id in ids.trees.items()}
+
+    def message(self, message_id: Any) -> str:
+        return self.hash("message", self.ids.message(message_id))
+
+    def maybe_message(self, message_id: Any) -> str | None:
+        return None if message_id is None else self.message(message_id)
+
+    def tree(self, tree_id: Any) -> str | None:
+        found = self.ids.tree(tree_id)
+        return None if found is None else self.hash("message_tree", found)
+
+    def user(self, user_id: str | None) -> str | None:
+        found = self.ids.user(user_id)
+        return None if found is None else self.hash("user", found)
+
+
+class _EmojiEvents(dict[tuple[str, str], str]):
+    """Emoji events as written, by (user, emoji): a user's exported id is the same in every batch."""
+
+    user: Callable[[str | None], str | None]
+
+    def __missing__(self, pair: tuple[str, str]) -> str:
+        user, emoji = pair
+        event = f'{{"type": "emoji", "user_id": {_maybe_string(self.user(user))}, "emoji": {_string(emoji)}}}'
+        self[pair] = event
+        return event
+
+
+class _LabelPieces(dict[str, str]):
+    """One label's ``"name": {"value": mean, "count": n}`` by its "sum:count" ('' where the count is 0).
+    Label values are few (0, 0.25, ... 1), so most messages find theirs here."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.key = _string(name)
+
+    def __missing__(self, pair: str) -> str:
+        total, _, count = pair.partition(":")
+        mean = "" if count == "0" else _float(float(total) / int(count))
+        piece = self[pair] = mean and f'{self.key}: {{"value": {mean}, "count": {count}}}'
+        return piece
+
+
+def _detoxify(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value.__class__ is not dict or len(value) != len(_DETOXIFY):
+        raise _Unusual  # extra fields, or missing ones
+    return "{" + ", ".join(f'"{name}": {_float(value[name])}' for name in _DETOXIFY) + "}"
+
+
+def _model_line(item: ExportMessageTree | ExportMessageNode) -> str:
+    return json.dumps(item.model_dump(mode="json"), ensure_ascii=False) + "\n"
