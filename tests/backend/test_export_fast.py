@@ -31,7 +31,7 @@ from oasst.data import write_message_trees, write_messages
 from tests.backend.factories import make_client, make_db_user, make_tree
 from tests.backend.test_import import tree, write_jsonl
 from tests.conftest import _truncate as truncate_tables
-from tests.conftest import make_test_settings
+from tests.conftest import make_test_settings, sample_missing
 
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "oasst2_sample.trees.jsonl"
 TABLES = Base.metadata.tables
@@ -88,7 +88,7 @@ def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 @pytest.fixture
 def sample(database: Database, settings: Settings) -> Database:
     if not SAMPLE.exists():
-        pytest.skip(f"the oasst2 sample is not at {SAMPLE}")
+        sample_missing(f"the oasst2 sample at {SAMPLE}")
     import_files(database, [SAMPLE], cfg=settings.tree_manager)
     return database
 

@@ -14,6 +14,7 @@ from oasst.backend.services.export import ExportOptions, export_to
 from oasst.backend.services.importer import import_files
 from oasst.backend.settings import Settings
 from oasst.data import iter_messages, read_message_trees
+from tests.conftest import sample_missing
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "oasst2_sample.trees.jsonl"
 EVERYTHING = ExportOptions(
@@ -26,7 +27,7 @@ def sample() -> dict[str, dict[str, Any]]:
     """The sample's trees by id. 31 ids appear twice (with different CRITERIA): the first one counts,
     as in the database, where the second copy is skipped as already imported."""
     if not SAMPLE.exists():
-        pytest.skip(f"the oasst2 sample is not at {SAMPLE}")
+        sample_missing(f"the oasst2 sample at {SAMPLE}")
     trees: dict[str, dict[str, Any]] = {}
     with SAMPLE.open() as lines:
         for line in lines:

@@ -16,6 +16,7 @@ from oasst.backend.migrate import upgrade
 from oasst.backend.models import Message
 from oasst.cli import data_cmds
 from oasst.data import iter_messages, read_message_trees
+from tests.conftest import sample_missing
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "oasst2_sample.trees.jsonl"
 runner = CliRunner(env={"COLUMNS": "1000"})  # wide: no wrapped paths in messages
@@ -101,7 +102,7 @@ def test_help(command: str, expected: list[str]) -> None:
 
 def test_round_trip_through_the_command_line(db_url: str, tmp_path: Path) -> None:
     if not SAMPLE.exists():
-        pytest.skip("the oasst2 sample is missing")
+        sample_missing("the oasst2 sample")
     result = runner.invoke(cli(), ["import", str(SAMPLE), "--database-url", db_url])
     assert result.exit_code == 0, result.output
     assert "Imported 520 trees (1,500 messages)" in flat(result.output)
@@ -139,7 +140,7 @@ def test_round_trip_through_the_command_line(db_url: str, tmp_path: Path) -> Non
 
 def test_export_to_stdout_anonymised_and_flat(db_url: str, tmp_path: Path) -> None:
     if not SAMPLE.exists():
-        pytest.skip("the oasst2 sample is missing")
+        sample_missing("the oasst2 sample")
     runner.invoke(cli(), ["import", str(SAMPLE), "--database-url", db_url])
     result = runner.invoke(
         cli(), ["export", "--anonymizer-seed", "7", "--limit", "3", "--database-url", db_url]
@@ -160,7 +161,7 @@ def test_export_to_stdout_anonymised_and_flat(db_url: str, tmp_path: Path) -> No
 
 def test_gzip_levels_compress_the_same_lines(db_url: str, tmp_path: Path) -> None:
     if not SAMPLE.exists():
-        pytest.skip("the oasst2 sample is missing")
+        sample_missing("the oasst2 sample")
     runner.invoke(cli(), ["import", str(SAMPLE), "--database-url", db_url])
     files = {}
     for level in ("1", "9"):

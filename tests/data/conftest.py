@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import sample_missing
 
 from oasst.data import ExportMessageTree
 
@@ -20,7 +21,7 @@ SAMPLE_MESSAGES = 1552
 def sample_path() -> Path:
     """The real oasst2 sample export (551 trees, 1,552 messages)."""
     if not SAMPLE.exists():
-        pytest.skip(f"the oasst2 sample is not at {SAMPLE}")
+        sample_missing(f"the oasst2 sample at {SAMPLE}")
     return SAMPLE
 
 
