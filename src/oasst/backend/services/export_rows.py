@@ -325,7 +325,11 @@ class BatchReader:
         self.messages = select(*self._message_columns()).where(in_batch)
         if options.prompts_only:
             self.messages = self.messages.where(_M.c.parent_id.is_(None))
-        emojis, rankings = self._per_message(_E), self._per_message(_R, _R.c.payload_type == RANKING_PAYLOAD)
+        emojis = self._per_message(_E, ("message_id", "user_id", "emoji", "created_date"))
+        ranking = _R.c.payload_type == RANKING_PAYLOAD
+        rankings = self._per_message(
+            _R, ("message_id", "user_id", "payload", "created_date", "task_id"), ranking
+        )
         self.emojis = (
             select(self._id(emojis.c.message_id), self._id(emojis.c.user_id), emojis.c.emoji)
             .select_from(_M.join(emojis, emojis.c.message_id == _M.c.id))
@@ -549,12 +553,13 @@ class BatchReader:
         it a join that reads the whole message table for every page (no index has ``synthetic``)."""
         return stmt.offset(0) if self.postgres else stmt
 
-    def _per_message(self, table: Table, *where: ColumnElement[bool]) -> FromClause:
+    def _per_message(self, table: Table, columns: tuple[str, ...], *where: ColumnElement[bool]) -> FromClause:
         """``table``'s rows of a message, to join to the batch's messages: on PostgreSQL a LATERAL
         subquery with ``OFFSET 0``, an index lookup per message (the planner hashes the table otherwise)."""
+        rows = select(*(table.c[name] for name in columns)).where(*where)
         if not self.postgres:
-            return select(table).where(*where).subquery() if where else table
-        return select(table).where(table.c.message_id == _M.c.id, *where).offset(0).lateral()
+            return rows.subquery()
+        return rows.where(table.c.message_id == _M.c.id).offset(0).lateral()
 
 
 def read_ahead(reader: BatchReader, depth: int) -> Generator[Batch, None, None]:
