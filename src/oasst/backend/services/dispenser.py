@@ -86,7 +86,7 @@ class Dispatch:
         over trees instead of queueing on one. Only a dispatch that holds no tree lock yet may wait
         (on its last try): dispatches therefore never wait on each other in a cycle (no deadlocks).
         """
-        tries = candidates[:RETRIES_PER_KIND]
+        tries = random.sample(candidates, min(len(candidates), RETRIES_PER_KIND))
         for i, candidate in enumerate(tries):
             wait = i == len(tries) - 1 and not self.holds_tree_lock
             if lock_tree(self.session, tree_of(candidate), skip_locked=not wait) is None:
@@ -125,11 +125,9 @@ class Dispatch:
         return task, self._row(task, tree_id=None, target=None)
 
     def _reply(self, request: R) -> tuple[wire.Task, Task] | None:
-        found = cq.extendible_parents(self.session, self.scope, self.cfg)
-        if request == R.assistant_reply:
-            found = [c for c in found if c.role == "prompter"]
-        elif request == R.prompter_reply:
-            found = [c for c in found if c.role == "assistant"]
+        found = _with_role(
+            cq.extendible_parents(self.session, self.scope, self.cfg), request, lambda c: c.role
+        )
         lonely = [
             c
             for c in found
@@ -141,7 +139,6 @@ class Dispatch:
             and random.random() < self.cfg.p_lonely_child_extension
         ):
             found = lonely
-        random.shuffle(found)
         claimed = self._claim(
             found,
             lambda c: c.tree_id,
@@ -166,11 +163,8 @@ class Dispatch:
         self, *, roots: bool, from_random: bool, request: R | None = None
     ) -> tuple[wire.Task, Task] | None:
         found = cq.messages_needing_review(self.session, self.scope, self.cfg, roots=roots)
-        if request == R.label_assistant_reply:
-            found = [c for c in found if c.role == "assistant"]
-        elif request == R.label_prompter_reply:
-            found = [c for c in found if c.role == "prompter"]
-        random.shuffle(found)
+        if request is not None:
+            found = _with_role(found, request, lambda c: c.role)
         claimed = self._claim(
             found,
             lambda c: c.tree_id,
@@ -235,12 +229,9 @@ class Dispatch:
         return wire.LabelPrompterReplyTask(**common, reply=message.text)
 
     def _ranking(self, request: R) -> tuple[wire.Task, Task] | None:
-        found = cq.incomplete_rankings(self.session, self.scope, self.cfg)
-        if request == R.rank_prompter_replies:
-            found = [c for c in found if c.parent_role == "assistant"]
-        elif request == R.rank_assistant_replies:
-            found = [c for c in found if c.parent_role == "prompter"]
-        random.shuffle(found)
+        found = _with_role(
+            cq.incomplete_rankings(self.session, self.scope, self.cfg), request, lambda c: c.parent_role
+        )
         claimed = self._claim(
             found,
             lambda c: c.tree_id,
@@ -274,6 +265,23 @@ class Dispatch:
             reveal_synthetic=reveal,
         )
         return task, self._row(task, tree_id=tree_id, target=parent_id)
+
+
+# The role a candidate's target message must have for a typed request: a parent to reply to, a message
+# to label, or a parent whose replies are ranked. Untyped requests (random) take any.
+TARGET_ROLE: dict[R, str] = {
+    R.assistant_reply: "prompter",
+    R.prompter_reply: "assistant",
+    R.label_assistant_reply: "assistant",
+    R.label_prompter_reply: "prompter",
+    R.rank_assistant_replies: "prompter",
+    R.rank_prompter_replies: "assistant",
+}
+
+
+def _with_role(candidates: list[C], request: R, role_of: Callable[[C], str]) -> list[C]:
+    role = TARGET_ROLE.get(request)
+    return candidates if role is None else [c for c in candidates if role_of(c) == role]
 
 
 def _lottery(session: Session, lang: str, cfg: TreeManagerConfiguration, caches: TaskCaches | None) -> int:
