@@ -68,6 +68,7 @@ def test_every_command_has_help() -> None:
         "db current",
         "keys create",
         "keys list",
+        "web serve",
     } <= names
     for path in paths:
         result = runner.invoke(app, [*path, "--help"])
@@ -275,6 +276,9 @@ def test_up_serves_with_a_working_key_and_stops_on_sigint(
     refused = httpx.get(f"{base}/api/v1/stats/tree_manager/state_counts", headers={"X-API-Key": "nope"})
     assert refused.status_code == 403 and refused.json()["error_code"] == 2
     assert httpx.get(f"{base}/docs").status_code == 200
+    front = httpx.get(f"{base}/")  # the website answers every other path
+    assert front.status_code == 200 and 'href="/signin"' in front.text
+    assert (data_dir / "web.db").exists()
 
     code, out, err = stop(proc)
     assert code == 0, err

@@ -3,21 +3,17 @@ and its error mapping against scripted transports."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from oasst.backend.app import create_app
-from oasst.backend.db import Database
-from oasst.backend.settings import Settings
 from oasst.client import ApiErrorCode, BackendClient, OasstApiError, OasstConnectionError
-from oasst.protocol.common import CreateFrontendUserRequest, TextLabel, User
+from oasst.protocol.common import TextLabel
 from oasst.protocol.stats import LeaderboardStats
 from oasst.protocol.tasks import (
     InitialPromptTask,
@@ -26,46 +22,8 @@ from oasst.protocol.tasks import (
     TextLabels,
     TextReplyToMessage,
 )
-from tests.conftest import ROOT_TOKEN, Keys, make_test_settings
-
-T = TypeVar("T")
-BASE = "http://backend.test"
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def _wrap() -> T:
-        return await coro
-
-    return asyncio.run(_wrap())
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    tree = {"goal_tree_size": 2, "num_reviews_initial_prompt": 1, "num_reviews_reply": 1}
-    return make_test_settings(database_url, tree_manager=tree, rate_limits={"enabled": False})
-
-
-@pytest.fixture
-def app(settings: Settings, database: Database) -> FastAPI:
-    return create_app(settings, database=database, migrate=False)
-
-
-@pytest.fixture
-def connect(app: FastAPI, keys: Keys) -> Iterator[Callable[..., BackendClient]]:
-    """Make clients of the in-process app (trusted key unless another is given)."""
-
-    def make(api_key: str | None = keys.trusted) -> BackendClient:
-        return BackendClient(BASE, api_key, transport=httpx.ASGITransport(app=app))
-
-    yield make
-
-
-def volunteer(name: str) -> User:
-    return User(id=name, display_name=name.title(), auth_method="local")
-
-
-async def accept_tos(client: BackendClient, user: User) -> None:
-    await client.upsert_frontend_user(CreateFrontendUserRequest(**user.model_dump(), tos_acceptance=True))
+from tests.client.conftest import BASE, accept_tos, run, volunteer
+from tests.conftest import ROOT_TOKEN, Keys
 
 
 def test_task_protocol_round_trip(connect: Callable[..., BackendClient]) -> None:
@@ -229,6 +187,37 @@ def test_requests_carry_key_paths_and_bodies() -> None:
     assert json.loads(nack.content) == {"reason": "skip"}
     assert availability.url.params["lang"] == "de"
     assert json.loads(availability.content) == {"id": "hal", "display_name": "Hal", "auth_method": "local"}
+
+
+def test_query_values_and_path_segments_are_spelled_for_the_wire() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=[])
+
+    since = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    client_id = uuid.uuid4()
+
+    async def scenario() -> None:
+        async with scripted(handler) as client:
+            await client.list_messages(start_date=since, api_client_id=client_id, include_deleted=True)
+            await client.frontend_user_messages("discord", "ann#0001 ?x", max_count=5)
+            await client.list_users("display_name", gte="b", lte="d")
+
+    run(scenario())
+    listing, by_user, users = seen
+    assert dict(listing.url.params) == {
+        "api_client_id": str(client_id),
+        "only_roots": "false",
+        "allow_deleted": "true",
+        "start_date": "2024-05-01T12:30:00+00:00",
+        "desc": "true",
+    }
+    assert by_user.url.raw_path.startswith(b"/api/v1/frontend_users/discord/ann%230001%20%3Fx/messages?")
+    assert by_user.url.params["max_count"] == "5" and "lang" not in by_user.url.params
+    assert users.url.path == "/api/v1/users/by_display_name"
+    assert (users.url.params["gte_display_name"], users.url.params["lte_display_name"]) == ("b", "d")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from oasst import __version__
-from oasst.cli import backend_cmds, console, data_cmds, db_cmds, fail, keys_cmds, up
+from oasst.cli import backend_cmds, console, data_cmds, db_cmds, fail, keys_cmds, up, web_cmds
 
 if TYPE_CHECKING:
     from oasst.cli.simulate import SimulationReport
@@ -28,6 +28,7 @@ REGISTRARS: list[Callable[[typer.Typer], None]] = [
     backend_cmds.register,
     db_cmds.register,
     keys_cmds.register,
+    web_cmds.register,
 ]
 for _register in REGISTRARS:
     _register(app)

@@ -1,9 +1,9 @@
 """``oasst up``: the embedded default — everything on one machine, in one process, no services to install.
 
-Today it runs the backend on a SQLite file in the data directory. The run is built from *parts*: each
-part prepares what it needs in the data directory, contributes an ASGI app mounted at a path, and adds
-lines to the start-up panel. The website and inference server join as further parts in
-:func:`build_parts` (the root-mounted part goes last).
+It runs the backend and the website on SQLite files in the data directory. The run is built from *parts*:
+each part prepares what it needs in the data directory, contributes an ASGI app that answers some path
+prefixes (or every other path), and adds lines to the start-up panel. The inference server joins as a
+further part in :func:`build_parts`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 API_KEY_FILE = "api_key"
 ROOT_TOKEN_FILE = "root_token"
 DATABASE_FILE = "oasst.db"
+WEB_DATABASE_FILE = "web.db"
+WEB_SECRET_FILE = "web_secret"
+BACKEND_PREFIXES = ("/api/", "/docs", "/health", "/openapi.json")
 
 
 def register(root: typer.Typer) -> None:
@@ -63,6 +66,10 @@ class UpContext:
     host: str
     port: int
     database_url: str | None = None
+    dev_login: bool = False
+    admin_emails: list[str] = field(default_factory=list)
+    backend_app: Any = None  # set by the backend part; the website reaches it in process
+    api_key: str = ""
 
     @property
     def url(self) -> str:
@@ -72,11 +79,11 @@ class UpContext:
 
 @dataclass
 class Part:
-    """One service of the embedded run: an ASGI app at ``mount_path`` ("" = the root) and its panel rows."""
+    """One service of the embedded run: an ASGI app answering ``prefixes`` (none = every other path)."""
 
     name: str
     app: Any
-    mount_path: str = ""
+    prefixes: tuple[str, ...] = ()
     rows: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -109,10 +116,13 @@ def prepare_backend(ctx: UpContext) -> Part:
             )
         )
     app = create_app(settings, database=database, migrate=False)
+    ctx.backend_app = app
+    ctx.api_key = api_key
     curl = f'curl -H "X-API-Key: {api_key}" {ctx.url}/api/v1/stats/tree_manager/state_counts'
     return Part(
         name="backend",
         app=app,
+        prefixes=BACKEND_PREFIXES,
         rows=[
             ("Backend API", f"{ctx.url}/api/v1"),
             ("API docs", f"{ctx.url}/docs"),
@@ -129,23 +139,54 @@ def prepare_backend(ctx: UpContext) -> Part:
     )
 
 
+def prepare_web(ctx: UpContext) -> Part:
+    """The website, reaching the in-process backend through an ASGI transport with the trusted key."""
+    import httpx
+
+    from oasst.web.app import create_app
+    from oasst.web.settings import WebSettings
+
+    secret = read_or_create_secret(ctx.data_dir / WEB_SECRET_FILE)
+    database_url = ctx.database_url or f"sqlite:///{ctx.data_dir / WEB_DATABASE_FILE}"
+    try:
+        settings = WebSettings(
+            environment="development" if ctx.dev_login else "production",
+            base_url=ctx.url,
+            secret_key=secret,
+            database_url=database_url,
+            backend_url="http://backend.internal",
+            backend_api_key=ctx.api_key,
+            dev_login=ctx.dev_login,
+            admin_emails=ctx.admin_emails,
+        )
+    except ValueError as exc:
+        fail(f"Invalid website settings: {exc}", "Check the OASST_WEB_* environment variables.")
+    with console().status("Preparing the website ..."):
+        app = create_app(settings, backend_transport=httpx.ASGITransport(app=ctx.backend_app))
+        app.state.accounts.migrate()
+    mail = "SMTP " + settings.smtp.host if settings.smtp.host else "links printed here (no SMTP configured)"
+    rows = [("Website", ctx.url), ("Sign-in mail", mail)]
+    if ctx.dev_login:
+        rows.append(("Dev login", "on: anyone can sign in with any role (never use in production)"))
+    return Part(name="web", app=app, rows=rows)
+
+
 def build_parts(ctx: UpContext) -> list[Part]:
-    """Every part of the embedded run, root-mounted part last. (Website and inference join here.)"""
-    return [prepare_backend(ctx)]
+    """Every part of the embedded run; the part without prefixes answers every other path."""
+    return [prepare_backend(ctx), prepare_web(ctx)]
 
 
 def compose(parts: list[Part]) -> Any:
-    """One ASGI app serving every part at its mount path."""
-    if len(parts) == 1 and not parts[0].mount_path:
+    """One ASGI app: each request goes to the first part whose prefix matches, else to the catch-all part."""
+    if len(parts) == 1:
         return parts[0].app
     from contextlib import AsyncExitStack, asynccontextmanager
 
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
+    fallback = next((p.app for p in parts if not p.prefixes), parts[-1].app)
+    routed = [(prefix, p.app) for p in parts for prefix in p.prefixes]
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> Any:
-        # Mounted apps do not get lifespan events of their own: run each one's here.
+    async def lifespan() -> Any:
         async with AsyncExitStack() as stack:
             for part in parts:
                 router = getattr(part.app, "router", None)
@@ -154,8 +195,33 @@ def compose(parts: list[Part]) -> Any:
                     await stack.enter_async_context(context(part.app))
             yield
 
-    routes = [Mount(p.mount_path or "/", app=p.app) for p in parts]
-    return Starlette(routes=routes, lifespan=lifespan)
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _run_lifespan(lifespan, receive, send)
+            return
+        path = scope.get("path", "")
+        for prefix, target in routed:
+            if path.startswith(prefix) or path == prefix.rstrip("/"):
+                await target(scope, receive, send)
+                return
+        await fallback(scope, receive, send)
+
+    return app
+
+
+async def _run_lifespan(lifespan: Any, receive: Any, send: Any) -> None:
+    """Start every part's lifespan together, and stop them together."""
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    try:
+        async with lifespan():
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            assert message["type"] == "lifespan.shutdown"
+    except BaseException as exc:
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+        raise
+    await send({"type": "lifespan.shutdown.complete"})
 
 
 def panel(ctx: UpContext, parts: list[Part]) -> RenderableType:
@@ -205,11 +271,24 @@ def up_command(
             show_default=False,
         ),
     ] = None,
+    dev_login: Annotated[
+        bool,
+        typer.Option(help="Offer the website's development login (any name, any role). Never in production."),
+    ] = False,
+    admin_email: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="OASST_WEB_ADMIN_EMAILS",
+            help="E-mail address that becomes a website admin on first sign-in (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run oasst on this machine, in one process, with nothing else to install.
 
-    The database is a SQLite file in the data directory, migrated on start. A trusted API key (for the local
+    Serves the backend API under /api/v1 and the website at the root. The databases are SQLite files in the
+    data directory, migrated on start; sign-in links are printed here unless SMTP is configured. A trusted API key (for the local
     website and your scripts) and a root token are made on the first run, saved in the data directory and
     reused later. Prints the URLs and the key, then serves until Ctrl+C.
     """
@@ -220,6 +299,8 @@ def up_command(
         host=host,
         port=port,
         database_url=database_url,
+        dev_login=dev_login,
+        admin_emails=[e for value in admin_email or [] for e in value.split(",") if e.strip()],
     )
     try:
         ctx.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

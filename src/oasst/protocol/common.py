@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-AuthMethod = Literal["discord", "google", "local", "system"]
+AuthMethod = Literal["discord", "github", "google", "local", "system"]
 
 
 class User(BaseModel):

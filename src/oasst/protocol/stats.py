@@ -13,6 +13,28 @@ from uuid import UUID
 from pydantic import BaseModel
 
 
+def _level_thresholds(baseline: float = 3, alpha: float = 1.1521, max_level: int = 100) -> list[int]:
+    """Score needed per level: ``[0] + round(cumsum(arange(1, max_level) * alpha + baseline))``."""
+    levels = [0]
+    total = 0.0
+    for step in range(1, max_level):
+        total += step * alpha + baseline
+        levels.append(round(total))
+    return levels
+
+
+# The original's levels: 0, 4, 9, 16, 24, 32, 42, ... (100 entries); level n needs LEVEL_THRESHOLDS[n - 1].
+LEVEL_THRESHOLDS: list[int] = _level_thresholds()
+
+
+def level_progress(score: int) -> tuple[int, int, int]:
+    """``(level, points of this level, points of the next level)``; at level 100 both are the last."""
+    level = sum(1 for threshold in LEVEL_THRESHOLDS if threshold <= score)
+    this = LEVEL_THRESHOLDS[level - 1]
+    following = LEVEL_THRESHOLDS[min(level, len(LEVEL_THRESHOLDS) - 1)]
+    return level, this, following
+
+
 class TimeFrame(enum.StrEnum):
     """The periods a leaderboard or trollboard covers."""
 

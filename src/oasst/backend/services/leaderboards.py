@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from oasst.backend.db import lock_named
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import Message, MessageReaction, Task, User, UserStats, utcnow
+from oasst.protocol.stats import LEVEL_THRESHOLDS as THRESHOLDS
 from oasst.protocol.stats import LeaderboardStats, TimeFrame, UserScore
 
 __all__ = [
@@ -74,20 +75,6 @@ COUNTER_FIELDS = (
     "reply_ranked_2",
     "reply_ranked_3",
 )
-
-
-def _thresholds(baseline: float = 3, alpha: float = 1.1521, max_level: int = 100) -> list[int]:
-    """Score needed per level: ``[0] + round(cumsum(arange(1, max_level) * alpha + baseline))``."""
-    levels = [0]
-    total = 0.0
-    for step in range(1, max_level):
-        total += step * alpha + baseline
-        levels.append(round(total))
-    return levels
-
-
-# 0, 4, 9, 16, 24, 32, 42, ... (100 entries): level n needs THRESHOLDS[n - 1] points.
-THRESHOLDS: list[int] = _thresholds()
 
 
 def level_for(score: int | None) -> int:
