@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Annotated
 
@@ -92,7 +93,5 @@ def serve_command(
     console(stderr=True).print(
         f"Serving the oasst website on http://{host}:{port} with {n} worker(s); backend {settings.backend_url}."
     )
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.run(FACTORY, factory=True, host=host, port=port, workers=n, log_level=log_level)
-    except KeyboardInterrupt:
-        pass
