@@ -37,8 +37,11 @@ class FrontEndUser(User):
 
 
 class CreateFrontendUserRequest(User):
-    show_on_leaderboard: bool = True
-    enabled: bool = True
+    """Create-or-update of a frontend's user. Unset fields leave an existing user as it is (the original
+    defaulted them to ``true``, so every upsert re-enabled banned users and re-showed hidden ones)."""
+
+    show_on_leaderboard: bool | None = None
+    enabled: bool | None = None
     tos_acceptance: bool | None = None
     notes: str | None = None
 

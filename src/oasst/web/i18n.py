@@ -5,7 +5,7 @@ files. The language of a request lives in a context variable set by the website'
 language is the task language the person picked.
 
 To add strings: mark them ``{{ _("...") }}`` in templates or ``_("...")`` in Python, then
-``pybabel extract -F src/oasst/web/babel.cfg -o messages.pot src/oasst/web`` and
+``pybabel extract -F src/oasst/web/babel.cfg -o messages.pot .`` (from the repository root) and
 ``pybabel update -i messages.pot -d src/oasst/web/locales`` (see docs/web/translations.md).
 """
 

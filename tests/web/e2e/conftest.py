@@ -38,7 +38,14 @@ TREE_ENV = {  # small trees, so a handful of volunteers move a tree through ever
     "OASST_RATE_LIMITS__ENABLED": "false",
 }
 
-pytestmark = pytest.mark.slow
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every browser test is slow (./scripts/check --fast leaves them out; CI runs them)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 def _missing(what: str) -> None:
