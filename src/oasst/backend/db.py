@@ -100,6 +100,23 @@ def _lock_tree_stmt(mode: str) -> Any:
     return stmt.with_for_update(skip_locked=mode == "skip")
 
 
+def try_lock_tree(session: Session, tree_id: uuid.UUID, *, skip_locked: bool = False) -> bool:
+    """``lock_tree`` for callers that only need the lock: one Core statement, no ORM object loaded."""
+    mode = ("skip" if skip_locked else "wait") if is_postgres(session) else "none"
+    row = session.connection().execute(_lock_tree_id_stmt(mode), {"tree_id": tree_id}).first()
+    return row is not None
+
+
+@functools.cache
+def _lock_tree_id_stmt(mode: str) -> Any:
+    stmt = select(MessageTreeState.message_tree_id).where(
+        MessageTreeState.message_tree_id == bindparam("tree_id")
+    )
+    if mode == "none":
+        return stmt
+    return stmt.with_for_update(skip_locked=mode == "skip")
+
+
 def lock_named(session: Session, name: str) -> None:
     """A transaction-scoped mutex by name (advisory lock on PostgreSQL; SQLite is already serialised)."""
     if is_postgres(session):

@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from oasst import __version__
-from oasst.cli import backend_cmds, console, data_cmds, db_cmds, fail, keys_cmds, up, web_cmds
+from oasst.cli import (
+    backend_cmds,
+    console,
+    data_cmds,
+    db_cmds,
+    fail,
+    keys_cmds,
+    train_cmds,
+    up,
+    web_cmds,
+)
 
 if TYPE_CHECKING:
     from oasst.cli.simulate import SimulationReport
@@ -29,6 +39,7 @@ REGISTRARS: list[Callable[[typer.Typer], None]] = [
     db_cmds.register,
     keys_cmds.register,
     web_cmds.register,
+    train_cmds.register,
 ]
 for _register in REGISTRARS:
     _register(app)

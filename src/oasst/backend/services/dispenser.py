@@ -16,10 +16,10 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from oasst.backend.db import lock_tree
+from oasst.backend.db import try_lock_tree
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import ApiClient, Message, Task, utcnow
 from oasst.backend.services import candidates as cq
@@ -51,6 +51,7 @@ RANDOM_KIND_WEIGHTS = {"ranking": 10.0, "label_reply": 5.0, "label_prompt": 5.0,
 NEVER_GENERATED = {R.summarize_story, R.rate_summary, R.rank_initial_prompts}
 RETRIES_PER_KIND = 3
 C = TypeVar("C")
+TaskRow = dict[str, Any]  # the values of the task's row, inserted once the task is chosen
 
 
 def _plackett_luce(weights: dict[str, float]) -> list[str]:
@@ -89,7 +90,7 @@ class Dispatch:
         tries = random.sample(candidates, min(len(candidates), RETRIES_PER_KIND))
         for i, candidate in enumerate(tries):
             wait = i == len(tries) - 1 and not self.holds_tree_lock
-            if lock_tree(self.session, tree_of(candidate), skip_locked=not wait) is None:
+            if not try_lock_tree(self.session, tree_of(candidate), skip_locked=not wait):
                 continue
             self.holds_tree_lock = True
             if still_open(candidate):  # re-check under the lock: the slot may have been taken meanwhile
@@ -100,8 +101,8 @@ class Dispatch:
 
     def pick(
         self, request: R, kind: str, missing_prompts: int, from_random: bool
-    ) -> tuple[wire.Task, Task] | None:
-        builders: dict[str, Callable[[], tuple[wire.Task, Task] | None]] = {
+    ) -> tuple[wire.Task, TaskRow] | None:
+        builders: dict[str, Callable[[], tuple[wire.Task, TaskRow] | None]] = {
             "prompt": lambda: self._initial_prompt() if missing_prompts > 0 else None,
             "reply": lambda: self._reply(request),
             "label_prompt": lambda: self._label(roots=True, from_random=from_random),
@@ -110,21 +111,21 @@ class Dispatch:
         }
         return builders[kind]()
 
-    def _row(self, task: wire.Task, *, tree_id: uuid.UUID | None, target: uuid.UUID | None) -> Task:
-        return Task(
-            id=task.id,
-            user_id=self.user.id,
-            task_type=task.type,
-            payload=task.model_dump(mode="json"),
-            message_tree_id=tree_id,
-            parent_message_id=target,
-        )
+    def _row(self, task: wire.Task, *, tree_id: uuid.UUID | None, target: uuid.UUID | None) -> TaskRow:
+        return {
+            "id": task.id,
+            "user_id": self.user.id,
+            "task_type": task.type,
+            "payload": task.model_dump(mode="json"),
+            "message_tree_id": tree_id,
+            "parent_message_id": target,
+        }
 
-    def _initial_prompt(self) -> tuple[wire.Task, Task]:
+    def _initial_prompt(self) -> tuple[wire.Task, TaskRow]:
         task = wire.InitialPromptTask()
         return task, self._row(task, tree_id=None, target=None)
 
-    def _reply(self, request: R) -> tuple[wire.Task, Task] | None:
+    def _reply(self, request: R) -> tuple[wire.Task, TaskRow] | None:
         found = _with_role(
             cq.extendible_parents(self.session, self.scope, self.cfg), request, lambda c: c.role
         )
@@ -161,7 +162,7 @@ class Dispatch:
 
     def _label(
         self, *, roots: bool, from_random: bool, request: R | None = None
-    ) -> tuple[wire.Task, Task] | None:
+    ) -> tuple[wire.Task, TaskRow] | None:
         found = cq.messages_needing_review(self.session, self.scope, self.cfg, roots=roots)
         if request is not None:
             found = _with_role(found, request, lambda c: c.role)
@@ -228,7 +229,7 @@ class Dispatch:
             return wire.LabelAssistantReplyTask(**common, reply=message.text)
         return wire.LabelPrompterReplyTask(**common, reply=message.text)
 
-    def _ranking(self, request: R) -> tuple[wire.Task, Task] | None:
+    def _ranking(self, request: R) -> tuple[wire.Task, TaskRow] | None:
         found = _with_role(
             cq.incomplete_rankings(self.session, self.scope, self.cfg), request, lambda c: c.parent_role
         )
@@ -241,7 +242,7 @@ class Dispatch:
         )
         return self._ranking_task(claimed.tree_id, claimed.parent_id) if claimed else None
 
-    def _ranking_task(self, tree_id: uuid.UUID, parent_id: uuid.UUID) -> tuple[wire.Task, Task]:
+    def _ranking_task(self, tree_id: uuid.UUID, parent_id: uuid.UUID) -> tuple[wire.Task, TaskRow]:
         tree, emojis = load_tree_for_reader(self.session, tree_id, self.user.id)
         thread = path_in(tree, parent_id)
         parent = thread[-1]
@@ -298,6 +299,11 @@ def _lottery(session: Session, lang: str, cfg: TreeManagerConfiguration, caches:
 
 
 @functools.cache
+def _insert_task_stmt() -> Any:
+    return insert(Task)
+
+
+@functools.cache
 def _pending_stmt() -> Any:
     return select(func.count()).where(
         Task.user_id == cq.USER,
@@ -351,13 +357,13 @@ def next_task(
         if built is None:
             continue
         task, row = built
-        row.api_client_id = client.id
-        row.collective = request.collective
-        row.expiry_date = (
+        row["api_client_id"] = client.id
+        row["collective"] = request.collective
+        row["expiry_date"] = (
             None if request.collective else utcnow() + timedelta(minutes=settings.task_validity_minutes)
         )
-        session.add(row)
-        session.flush()
+        # a Core insert: an ORM object and its flush would cost several times the statement itself
+        session.connection().execute(_insert_task_stmt(), row)
         return task
     raise _not_available(request.type)
 

@@ -13,8 +13,9 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.attributes import set_committed_value
 
 from oasst.backend.db import is_postgres, lock_tree
 from oasst.backend.errors import ErrorCode, OasstError
@@ -135,6 +136,15 @@ def _tree_size_stmt() -> Any:
 
 
 @functools.cache
+def _review_count_stmt() -> Any:
+    return (
+        update(Message)
+        .where(Message.id == bindparam("message_id"))
+        .values(review_count=Message.review_count + 1)
+    )
+
+
+@functools.cache
 def _message_stmt() -> Any:
     return (
         select(Message).where(Message.id == bindparam("message_id")).execution_options(populate_existing=True)
@@ -173,7 +183,7 @@ def ack_task(session: Session, *, client: ApiClient, task_id: uuid.UUID, fronten
     which the route reports as ``INVALID_FRONTEND_MESSAGE_ID``.
     """
     params = {"task_id": task_id, "client_id": client.id, "key": frontend_message_id, "now": utcnow()}
-    if session.execute(_ack_stmt(), params).first() is not None:
+    if session.connection().execute(_ack_stmt(), params).first() is not None:
         return
     task = _task_by_id(session, client, task_id, with_payload=False)
     if task.ack and task.frontend_message_id == frontend_message_id and not task.done:
@@ -227,6 +237,30 @@ def close_task(session: Session, *, client: ApiClient, frontend_message_id: str)
     task.done = True
 
 
+# The interactions write their new rows and counters with Core statements: an ORM object and its
+# flush cost several times the statement itself on these hot paths. ORM objects that stay in use
+# afterwards are told the new values (set_committed_value), so they neither go stale nor get dirty.
+
+
+@functools.cache
+def _insert_stmt(model: Any) -> Any:
+    return insert(model)
+
+
+def _insert(session: Session, model: Any, values: dict[str, Any]) -> None:
+    session.connection().execute(_insert_stmt(model), values)
+
+
+@functools.cache
+def _done_stmt() -> Any:
+    return update(Task).where(Task.id == bindparam("task_id")).values(done=True)
+
+
+def _mark_done(session: Session, task: Task) -> None:
+    session.connection().execute(_done_stmt(), {"task_id": task.id})
+    set_committed_value(task, "done", True)
+
+
 def _journal(
     session: Session,
     client: ApiClient,
@@ -235,16 +269,15 @@ def _journal(
     event: str,
     payload: dict[str, Any],
 ) -> None:
-    session.add(
-        Journal(
-            id=new_time_ordered_id(),
-            user_id=user.id,
-            message_id=message_id,
-            api_client_id=client.id,
-            event_type=event,
-            event_payload=payload,
-        )
-    )
+    values = {
+        "id": new_time_ordered_id(),
+        "user_id": user.id,
+        "message_id": message_id,
+        "api_client_id": client.id,
+        "event_type": event,
+        "event_payload": payload,
+    }
+    _insert(session, Journal, values)
 
 
 def _prepare_user(
@@ -273,31 +306,34 @@ def handle_text_reply(
     lang = body.lang or "en"
     message_id = uuid.uuid4()
     if task.task_type == "initial_prompt":
-        message = Message(
-            id=message_id, parent_id=None, message_tree_id=message_id, depth=0, role="prompter", lang=lang
-        )
+        place = {"parent_id": None, "message_tree_id": message_id, "depth": 0, "role": "prompter"}
     else:
-        message = _reply_under(session, settings, task, user, message_id, lang)
-    message.task_id = task.id
-    message.user_id = user.id
-    message.api_client_id = client.id
-    message.frontend_message_id = body.user_message_id
-    message.text = text
-    session.add(message)
-    session.flush()
+        place = _reply_under(session, settings, task, user)
+    values = {
+        **place,
+        "id": message_id,
+        "lang": lang,
+        "task_id": task.id,
+        "user_id": user.id,
+        "api_client_id": client.id,
+        "frontend_message_id": body.user_message_id,
+        "text": text,
+    }
+    _insert(session, Message, values)
     if task.task_type == "initial_prompt":
-        tree_manager.create_tree_state(session, message, settings.tree_manager)
-    task.done = True
+        # the tree state only reads the root's id and language
+        tree_manager.create_tree_state(session, Message(id=message_id, lang=lang), settings.tree_manager)
+    _mark_done(session, task)
     _journal(
         session,
         client,
         user,
-        message.id,
+        message_id,
         "text_reply_to_message",
-        {"role": message.role, "length": len(text)},
+        {"role": place["role"], "length": len(text)},
     )
     clients_service.record_activity(session, user, cache=cache)
-    return message.id
+    return message_id
 
 
 def _check_text(session: Session, settings: Settings, user: Worker, text: str) -> None:
@@ -309,18 +345,26 @@ def _check_text(session: Session, settings: Settings, user: Worker, text: str) -
             ErrorCode.TASK_MESSAGE_TOO_LONG,
         )
     since = utcnow() - timedelta(minutes=settings.duplicate_message_filter_window_minutes)
-    if session.scalar(
-        select(Message.id)
-        .where(Message.user_id == user.id, Message.created_date >= since, Message.text == text)
-        .limit(1)
-    ):
+    params = {"user_id": user.id, "since": since, "text": text}
+    if session.connection().execute(_duplicate_stmt(), params).first() is not None:
         raise OasstError("You sent the same text a moment ago.", ErrorCode.TASK_MESSAGE_DUPLICATED)
 
 
-def _reply_under(
-    session: Session, settings: Settings, task: Task, user: Worker, message_id: uuid.UUID, lang: str
-) -> Message:
-    """Check, under the tree lock, that the parent and tree still have room, and build the reply."""
+@functools.cache
+def _duplicate_stmt() -> Any:
+    return (
+        select(Message.id)
+        .where(
+            Message.user_id == bindparam("user_id"),
+            Message.created_date >= bindparam("since", type_=UTCDateTime()),
+            Message.text == bindparam("text"),
+        )
+        .limit(1)
+    )
+
+
+def _reply_under(session: Session, settings: Settings, task: Task, user: Worker) -> dict[str, Any]:
+    """Check, under the tree lock, that the parent and tree still have room; the reply's place."""
     assert task.parent_message_id is not None and task.message_tree_id is not None
     mts = lock_tree(session, task.message_tree_id)
     parent = session.get(Message, task.parent_message_id)
@@ -342,22 +386,41 @@ def _reply_under(
     size = session.scalar(_tree_size_stmt(), {"tree_id": mts.message_tree_id})
     if (size or 0) >= mts.goal_tree_size:
         raise OasstError("The conversation tree has reached its goal size.", ErrorCode.TASK_TREE_FULL)
-    session.execute(
-        update(Message).where(Message.id == parent.id).values(children_count=Message.children_count + 1)
-    )
-    role = "prompter" if task.task_type == "prompter_reply" else "assistant"
-    return Message(
-        id=message_id,
-        parent_id=parent.id,
-        message_tree_id=parent.message_tree_id,
-        depth=parent.depth + 1,
-        role=role,
-        lang=lang,
-        deleted=parent.deleted,
+    session.connection().execute(_children_stmt(), {"b_parent_id": parent.id})
+    set_committed_value(parent, "children_count", parent.children_count + 1)
+    return {
+        "parent_id": parent.id,
+        "message_tree_id": parent.message_tree_id,
+        "depth": parent.depth + 1,
+        "role": "prompter" if task.task_type == "prompter_reply" else "assistant",
+        "deleted": parent.deleted,
+    }
+
+
+@functools.cache
+def _children_stmt() -> Any:
+    return (
+        update(Message)
+        .where(Message.id == bindparam("b_parent_id"))
+        .values(children_count=Message.children_count + 1)
     )
 
 
 _ABORTED = {TreeState.ABORTED_LOW_GRADE, TreeState.HALTED_BY_MODERATOR}
+
+
+@functools.cache
+def _children_ids_stmt() -> Any:
+    return select(Message.id).where(Message.parent_id == bindparam("parent_id"))
+
+
+@functools.cache
+def _ranking_count_stmt() -> Any:
+    return (
+        update(Message)
+        .where(Message.id.in_(bindparam("ids", expanding=True)))
+        .values(ranking_count=Message.ranking_count + 1)
+    )
 
 
 def handle_ranking(
@@ -382,14 +445,13 @@ def handle_ranking(
     parent_id = uuid.UUID(task.payload["ranking_parent_id"])
     tree_id = uuid.UUID(task.payload["message_tree_id"])
     mts = lock_tree(session, tree_id)
-    children = set(session.scalars(select(Message.id).where(Message.parent_id == parent_id)))
+    children = set(session.connection().execute(_children_ids_stmt(), {"parent_id": parent_id}).scalars())
     if mts is None or not set(ranked_ids) <= children:
         raise OasstError(
             "The ranked replies no longer belong to this conversation.", ErrorCode.CORRUPT_RANKING_RESULT
         )
-    session.execute(
-        update(Message).where(Message.id.in_(ranked_ids)).values(ranking_count=Message.ranking_count + 1)
-    )
+    # no ranked reply is loaded in this session: a Core update leaves nothing stale
+    session.connection().execute(_ranking_count_stmt(), {"ids": ranked_ids})
     payload = {
         "type": "message_ranking",
         "ranking": body.ranking,
@@ -398,18 +460,16 @@ def handle_ranking(
         "message_tree_id": str(tree_id),
         "not_rankable": bool(body.not_rankable),
     }
-    session.add(
-        MessageReaction(
-            task_id=task.id,
-            user_id=user.id,
-            payload_type=RANKING_PAYLOAD,
-            payload=payload,
-            api_client_id=client.id,
-            message_id=parent_id,
-        )
-    )
-    task.done = True
-    session.flush()
+    reaction = {
+        "task_id": task.id,
+        "user_id": user.id,
+        "payload_type": RANKING_PAYLOAD,
+        "payload": payload,
+        "api_client_id": client.id,
+        "message_id": parent_id,
+    }
+    _insert(session, MessageReaction, reaction)
+    _mark_done(session, task)
     _journal(session, client, user, parent_id, "message_ranking", payload)
     clients_service.record_activity(session, user, cache=cache)
     tree_manager.check_condition_for_scoring_state(session, mts, settings.tree_manager)
@@ -454,20 +514,19 @@ def handle_text_labels(
     if message.user_id == user.id and not settings.allow_self_labeling:
         raise OasstError("You cannot review your own message.", ErrorCode.TEXT_LABELS_NO_SELF_LABELING)
     # a second review of the same message by the same user violates uq_text_labels_task_review (2054)
-    session.add(
-        TextLabels(
-            id=task.id,
-            task_id=task.id,
-            user_id=user.id,
-            api_client_id=client.id,
-            message_id=message.id,
-            text=body.text,
-            labels=labels,
-        )
-    )
-    message.review_count += 1
-    task.done = True
-    session.flush()
+    review = {
+        "id": task.id,
+        "task_id": task.id,
+        "user_id": user.id,
+        "api_client_id": client.id,
+        "message_id": message.id,
+        "text": body.text,
+        "labels": labels,
+    }
+    _insert(session, TextLabels, review)
+    session.connection().execute(_review_count_stmt(), {"message_id": message.id})
+    set_committed_value(message, "review_count", message.review_count + 1)
+    _mark_done(session, task)
     clients_service.record_activity(session, user, cache=cache)
     if mts is not None:
         tree_manager.after_text_labels(session, message, mts, settings.tree_manager)

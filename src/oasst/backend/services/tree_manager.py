@@ -373,15 +373,21 @@ def halt_lottery_prompts_of_user(session: Session, user_id: uuid.UUID, cfg: Tree
 
 
 def state_counts_by_lang(session: Session, lang: str) -> dict[str, int]:
-    rows = session.execute(
+    rows = session.connection().execute(_state_counts_stmt(), {"lang": lang}).all()
+    return {state: int(n) for state, n in rows}
+
+
+@functools.cache
+def _state_counts_stmt() -> Any:
+    # built once and run on the connection: the lottery runs several times a second per process
+    return (
         select(MessageTreeState.state, func.count())
         .where(
-            MessageTreeState.lang == lang,
+            MessageTreeState.lang == bindparam("lang"),
             MessageTreeState.active.is_(True) | (MessageTreeState.state == TreeState.PROMPT_LOTTERY_WAITING),
         )
         .group_by(MessageTreeState.state)
-    ).all()
-    return {state: int(n) for state, n in rows}
+    )
 
 
 def prompt_lottery(session: Session, lang: str, cfg: TreeManagerConfiguration, *, max_activate: int) -> int:
