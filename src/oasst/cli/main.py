@@ -12,6 +12,7 @@ from oasst.cli import (
     backend_cmds,
     console,
     data_cmds,
+    dataset_cmds,
     db_cmds,
     fail,
     keys_cmds,
@@ -34,6 +35,7 @@ app = typer.Typer(
 # Each command module adds its commands or group to the root app; a new module is one more line here.
 REGISTRARS: list[Callable[[typer.Typer], None]] = [
     data_cmds.register,
+    dataset_cmds.register,
     up.register,
     backend_cmds.register,
     db_cmds.register,

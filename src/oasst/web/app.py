@@ -26,6 +26,7 @@ from oasst.web import i18n
 from oasst.web.accounts import AccountStore
 from oasst.web.accounts.store import make_account_engine
 from oasst.web.errors import SignInRequired, TermsRequired, WebError, WebErrorCode
+from oasst.web.i18n import gettext as _
 from oasst.web.mailer import Mailer, make_mailer
 from oasst.web.settings import WebSettings
 from oasst.web.templating import make_environment, render
@@ -171,7 +172,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if request.method == "GET" and not _wants_json(request):
             return RedirectResponse(f"/tos?next={quote(exc.next_url)}", status_code=HTTPStatus.SEE_OTHER)
         error = WebError(
-            HTTPStatus.FORBIDDEN, WebErrorCode.FORBIDDEN, "Please accept the terms of service first."
+            HTTPStatus.FORBIDDEN, WebErrorCode.FORBIDDEN, _("Please accept the terms of service first.")
         )
         return error_response(request, error)
 
@@ -185,15 +186,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         error = WebError(
             HTTPStatus.SERVICE_UNAVAILABLE,
             WebErrorCode.BACKEND_UNAVAILABLE,
-            "The data service is not reachable right now.",
-            "Try again in a minute.",
+            _("The data service is not reachable right now."),
+            _("Try again in a minute."),
         )
         return error_response(request, error)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = WebErrorCode.NOT_FOUND if exc.status_code == 404 else f"http_{exc.status_code}"
-        message = "This page does not exist." if exc.status_code == 404 else str(exc.detail)
+        message = _("This page does not exist.") if exc.status_code == 404 else str(exc.detail)
         return error_response(request, WebError(exc.status_code, code, message))
 
     async def on_validation(request: Request, exc: Exception) -> Response:

@@ -20,6 +20,7 @@ from oasst.protocol.common import CreateFrontendUserRequest, User
 from oasst.web.accounts import AccountStore
 from oasst.web.accounts.store import AccountView
 from oasst.web.errors import SignInRequired, TermsRequired, WebError, WebErrorCode, forbidden
+from oasst.web.i18n import gettext as _
 from oasst.web.settings import WebSettings
 
 
@@ -73,8 +74,8 @@ async def signed_in(
         raise WebError(
             HTTPStatus.FORBIDDEN,
             WebErrorCode.BANNED,
-            "Your account is banned.",
-            "If you think this is a mistake, contact the moderators.",
+            _("Your account is banned."),
+            _("If you think this is a mistake, contact the moderators."),
         )
     return account
 
@@ -93,13 +94,13 @@ AccountDep = Annotated[AccountView, Depends(terms_accepted)]
 
 async def moderator(account: AccountDep) -> AccountView:
     if not account.is_moderator:
-        raise forbidden("This page is for moderators.")
+        raise forbidden(_("This page is for moderators."))
     return account
 
 
 async def admin(account: AccountDep) -> AccountView:
     if not account.is_admin:
-        raise forbidden("This page is for administrators.")
+        raise forbidden(_("This page is for administrators."))
     return account
 
 
@@ -121,8 +122,8 @@ async def verify_csrf(request: Request) -> None:
         raise WebError(
             HTTPStatus.FORBIDDEN,
             WebErrorCode.CSRF_FAILED,
-            "This form has expired or did not come from this site.",
-            "Reload the page and try again.",
+            _("This form has expired or did not come from this site."),
+            _("Reload the page and try again."),
         )
 
 

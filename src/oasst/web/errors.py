@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from http import HTTPStatus
 
+from oasst.web.i18n import gettext as _
+
 
 class WebErrorCode(enum.StrEnum):
     CSRF_FAILED = "csrf_failed"
@@ -35,7 +37,7 @@ class WebError(Exception):
 
 class SignInRequired(WebError):
     def __init__(self, next_url: str = "/") -> None:
-        super().__init__(HTTPStatus.UNAUTHORIZED, WebErrorCode.SIGN_IN_REQUIRED, "Please sign in first.")
+        super().__init__(HTTPStatus.UNAUTHORIZED, WebErrorCode.SIGN_IN_REQUIRED, _("Please sign in first."))
         self.next_url = next_url
 
 
@@ -44,13 +46,15 @@ class TermsRequired(Exception):
         self.next_url = next_url
 
 
-def forbidden(message: str = "You are not allowed to do that.") -> WebError:
-    return WebError(HTTPStatus.FORBIDDEN, WebErrorCode.FORBIDDEN, message)
+def forbidden(message: str | None = None) -> WebError:
+    return WebError(
+        HTTPStatus.FORBIDDEN, WebErrorCode.FORBIDDEN, message or _("You are not allowed to do that.")
+    )
 
 
 def invalid(message: str) -> WebError:
     return WebError(HTTPStatus.UNPROCESSABLE_ENTITY, WebErrorCode.INVALID_INPUT, message)
 
 
-def not_found(message: str = "Not found.") -> WebError:
-    return WebError(HTTPStatus.NOT_FOUND, WebErrorCode.NOT_FOUND, message)
+def not_found(message: str | None = None) -> WebError:
+    return WebError(HTTPStatus.NOT_FOUND, WebErrorCode.NOT_FOUND, message or _("Not found."))

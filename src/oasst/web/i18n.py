@@ -41,6 +41,15 @@ def translations(lang: str) -> NullTranslations:
     return Translations(fp=buffer)
 
 
+def N_(message: str) -> str:
+    """Marks a string for extraction only (the gettext convention); translate it with ``gettext`` where shown.
+
+    For texts kept in constants (task titles, skip reasons, label wording) that are translated later, in
+    the reader's language. Babel's extractor knows ``N_`` as a keyword.
+    """
+    return message
+
+
 def gettext(message: str) -> str:
     return translations(current_lang.get()).gettext(message)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oasst.web.i18n import N_
 from oasst.web.i18n import gettext as _
 
 
@@ -23,28 +24,28 @@ class TaskKind:
 
 
 TITLES = {
-    "random": "Start a random task",
-    "initial_prompt": "Write an initial prompt",
-    "assistant_reply": "Reply as the assistant",
-    "prompter_reply": "Reply as the user",
-    "rank_assistant_replies": "Rank assistant replies",
-    "rank_prompter_replies": "Rank user replies",
-    "rank_initial_prompts": "Rank initial prompts",
-    "label_initial_prompt": "Label an initial prompt",
-    "label_prompter_reply": "Label a user reply",
-    "label_assistant_reply": "Label an assistant reply",
+    "random": N_("Start a random task"),
+    "initial_prompt": N_("Write an initial prompt"),
+    "assistant_reply": N_("Reply as the assistant"),
+    "prompter_reply": N_("Reply as the user"),
+    "rank_assistant_replies": N_("Rank assistant replies"),
+    "rank_prompter_replies": N_("Rank user replies"),
+    "rank_initial_prompts": N_("Rank initial prompts"),
+    "label_initial_prompt": N_("Label an initial prompt"),
+    "label_prompter_reply": N_("Label a user reply"),
+    "label_assistant_reply": N_("Label an assistant reply"),
 }
 DESCRIPTIONS = {
-    "random": "Help where help is needed most.",
-    "initial_prompt": "Ask the assistant something a person would ask.",
-    "assistant_reply": "Write the answer you would want from a great assistant.",
-    "prompter_reply": "Continue the conversation as the person asking.",
-    "rank_assistant_replies": "Order the assistant's replies from best to worst.",
-    "rank_prompter_replies": "Order the user's replies from best to worst.",
-    "rank_initial_prompts": "Order the prompts from best to worst.",
-    "label_initial_prompt": "Rate a prompt: spam, quality, tone.",
-    "label_prompter_reply": "Rate a user reply: spam, quality, tone.",
-    "label_assistant_reply": "Rate an assistant reply: helpfulness, quality, safety.",
+    "random": N_("Help where help is needed most."),
+    "initial_prompt": N_("Ask the assistant something a person would ask."),
+    "assistant_reply": N_("Write the answer you would want from a great assistant."),
+    "prompter_reply": N_("Continue the conversation as the person asking."),
+    "rank_assistant_replies": N_("Order the assistant's replies from best to worst."),
+    "rank_prompter_replies": N_("Order the user's replies from best to worst."),
+    "rank_initial_prompts": N_("Order the prompts from best to worst."),
+    "label_initial_prompt": N_("Rate a prompt: spam, quality, tone."),
+    "label_prompter_reply": N_("Rate a user reply: spam, quality, tone."),
+    "label_assistant_reply": N_("Rate an assistant reply: helpfulness, quality, safety."),
 }
 TASK_KINDS: list[TaskKind] = [
     TaskKind("random", "random", "random"),

@@ -17,6 +17,7 @@ from oasst.protocol.stats import TimeFrame
 from oasst.web.deps import AdminDep, BackendDep, CsrfDep, ModeratorDep, backend_user
 from oasst.web.i18n import current_lang
 from oasst.web.routes.admin_common import PAGE_SIZE, done_redirect, notice
+from oasst.web.routes.leaderboard import time_frame_names
 from oasst.web.templating import render
 
 router = APIRouter()
@@ -103,7 +104,7 @@ async def trollboard(
         section="trollboard",
         board=board,
         time_frame=time_frame.value,
-        time_frames=[t.value for t in TimeFrame],
+        time_frames=time_frame_names(),
         enabled=enabled,
     )
 

@@ -7,14 +7,10 @@ from urllib.parse import urlencode
 
 from fastapi.responses import RedirectResponse
 
+from oasst.web.i18n import N_
 from oasst.web.i18n import gettext as _
 
 PAGE_SIZE = 50
-
-
-def N_(text: str) -> str:
-    """Marks a string for extraction only (the gettext convention); it is translated where shown."""
-    return text
 
 
 # ``?done=<code>`` after a POST: the page says what just happened

@@ -20,7 +20,7 @@ from markupsafe import Markup
 from oasst.web.accounts.store import AccountView
 from oasst.web.deps import AccountDep, CsrfDep
 from oasst.web.errors import not_found
-from oasst.web.i18n import current_lang
+from oasst.web.i18n import N_, current_lang
 from oasst.web.i18n import gettext as _
 from oasst.web.rendering import render_markdown
 from oasst.web.routes.auth import safe_next
@@ -30,12 +30,12 @@ router = APIRouter()
 GUIDELINES_DIR = Path(__file__).parent.parent / "guidelines"
 # name -> title; the order of the /guidelines page
 GUIDELINES = {
-    "general": "General rules",
-    "initial_prompt": "Writing an initial prompt",
-    "assistant_reply": "Replying as the assistant",
-    "prompter_reply": "Replying as the user",
-    "ranking": "Ranking replies",
-    "labeling": "Labelling messages",
+    "general": N_("General rules"),
+    "initial_prompt": N_("Writing an initial prompt"),
+    "assistant_reply": N_("Replying as the assistant"),
+    "prompter_reply": N_("Replying as the user"),
+    "ranking": N_("Ranking replies"),
+    "labeling": N_("Labelling messages"),
 }
 FOR_TASK_TYPE = {
     "initial_prompt": "initial_prompt",

@@ -39,7 +39,7 @@ from oasst.protocol.tasks import (
 from oasst.web.accounts.store import AccountView
 from oasst.web.deps import AccountDep, BackendDep, CsrfDep, StoreDep, backend_user
 from oasst.web.errors import WebError, WebErrorCode, invalid, not_found
-from oasst.web.i18n import current_lang, language_name
+from oasst.web.i18n import N_, current_lang, language_name
 from oasst.web.i18n import gettext as _
 from oasst.web.rendering import render_markdown
 from oasst.web.routes.guidelines import guideline_for, tutorial_visible
@@ -56,34 +56,60 @@ FRONTEND_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_OPEN_TASKS = 12
 # (value, text) of the skip reasons offered; the chosen text plus any free text is the nack reason
 SKIP_REASONS = [
-    ("too_hard", "I don't know enough about this topic"),
-    ("wrong_language", "It is in a language I don't read well"),
-    ("inappropriate", "The content is inappropriate or offensive"),
-    ("unclear", "The task or the message is unclear"),
-    ("no_time", "It would take me too long right now"),
-    ("other", "Another reason"),
+    ("too_hard", N_("I don't know enough about this topic")),
+    ("wrong_language", N_("It is in a language I don't read well")),
+    ("inappropriate", N_("The content is inappropriate or offensive")),
+    ("unclear", N_("The task or the message is unclear")),
+    ("no_time", N_("It would take me too long right now")),
+    ("other", N_("Another reason")),
 ]
 LIKERT_POINTS = 5
 # per label: the question shown (yes/no), or the two ends of a five-point scale (likert)
 YES_NO_QUESTIONS = {
-    "spam": "Is the message spam?",
-    "fails_task": "Does the reply fail to do what was asked?",
+    "spam": N_("Is the message spam?"),
+    "fails_task": N_("Does the reply fail to do what was asked?"),
 }
 FLAG_HELP = {
-    "pii": "Names, addresses, phone numbers, e-mails or other details that identify a private person.",
-    "not_appropriate": "Not suitable for a helpful assistant: obscene, cruel, dangerous or otherwise out of place.",
-    "sexual_content": "Describes or alludes to sexual acts, explicitly or implicitly.",
-    "moral_judgement": "Judges people or their actions as good or bad, right or wrong.",
-    "political_content": "Takes a side on a political question or promotes a party or ideology.",
+    "pii": N_("Names, addresses, phone numbers, e-mails or other details that identify a private person."),
+    "not_appropriate": N_(
+        "Not suitable for a helpful assistant: obscene, cruel, dangerous or otherwise out of place."
+    ),
+    "sexual_content": N_("Describes or alludes to sexual acts, explicitly or implicitly."),
+    "moral_judgement": N_("Judges people or their actions as good or bad, right or wrong."),
+    "political_content": N_("Takes a side on a political question or promotes a party or ideology."),
 }
 LIKERT_ENDS = {
-    "quality": ("Low quality", "High quality"),
-    "helpfulness": ("Unhelpful", "Helpful"),
-    "humor": ("Serious", "Humorous"),
-    "creativity": ("Ordinary", "Creative"),
-    "toxicity": ("Polite", "Rude"),
-    "violence": ("Harmless", "Violent"),
+    "quality": (N_("Low quality"), N_("High quality")),
+    "helpfulness": (N_("Unhelpful"), N_("Helpful")),
+    "humor": (N_("Serious"), N_("Humorous")),
+    "creativity": (N_("Ordinary"), N_("Creative")),
+    "toxicity": (N_("Polite"), N_("Rude")),
+    "violence": (N_("Harmless"), N_("Violent")),
 }
+# the backend's wording of each label (oasst.protocol.common.LABEL_INFO), marked here for the catalogs;
+# tests/web/test_i18n.py fails when the backend's wording changes and the catalogs miss it
+LABEL_WORDING = (
+    N_("Seems to be intentionally low-quality or irrelevant"),
+    N_("Fails to follow the correct instruction / task"),
+    N_("Wrong Language"),
+    N_("The message is written in a language that differs from the currently selected language."),
+    N_("Contains personal identifiable information (PII)"),
+    N_("Inappropriate"),
+    N_("Content is abusive or threatening and expresses prejudice against a protected characteristic"),
+    N_(
+        "Prejudice refers to preconceived views not based on reason. Protected characteristics include "
+        "gender, ethnicity, religion, sexual orientation, and similar characteristics."
+    ),
+    N_("Contains sexual content"),
+    N_("Expresses moral judgement"),
+    N_("Expresses political views"),
+    N_("Overall subjective quality rating of the message"),
+    N_("Rude, abusive, profane or insulting content"),
+    N_("Humorous content including sarcasm"),
+    N_("Helpfulness of the message"),
+    N_("Creativity"),
+    N_("Violence/abuse/terrorism/self-harm"),
+)
 
 
 @dataclass
