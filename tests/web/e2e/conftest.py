@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ TREE_ENV = {  # small trees, so a handful of volunteers move a tree through ever
 }
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every browser test is slow (./scripts/check --fast leaves them out; CI runs them)."""
     here = Path(__file__).parent
@@ -60,6 +60,7 @@ class Site:
     api_key: str
     data_dir: Path
     log: Path
+    database_url: str = ""
 
     def sign_in_links(self) -> list[str]:
         return re.findall(r"(http://\S+/signin/verify\?token=\S+)", self.log.read_text())
@@ -68,6 +69,13 @@ class Site:
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """``oasst up --dev-login`` on its own PostgreSQL database, on a free port."""
+    with running_site(tmp_path_factory, TREE_ENV) as started:
+        yield started
+
+
+@contextmanager
+def running_site(tmp_path_factory: pytest.TempPathFactory, tree_env: dict[str, str]) -> Iterator[Site]:
+    """Starts ``oasst up --dev-login`` with these settings on a fresh PostgreSQL database; stops it after."""
     server = make_url(PG_SERVER_URL)
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     name = f"oasst_e2e_{uuid.uuid4().hex[:12]}"
@@ -81,7 +89,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     data_dir = tmp_path_factory.mktemp("site")
     port = free_port()
     log = data_dir / "up.log"
-    env = {**os.environ, **TREE_ENV, "OASST_DATABASE_URL": database_url, "COLUMNS": "200"}
+    env = {**os.environ, **tree_env, "OASST_DATABASE_URL": database_url, "COLUMNS": "200"}
     command = [sys.executable, "-m", "oasst.cli.main", "up", "--port", str(port), "--data-dir", str(data_dir)]
     with log.open("w") as out:
         proc = subprocess.Popen([*command, "--dev-login", "--admin-email", "boss@example.org"],
@@ -89,7 +97,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(proc, url, log)
-        yield Site(url=url, api_key=(data_dir / "api_key").read_text().strip(), data_dir=data_dir, log=log)
+        api_key = (data_dir / "api_key").read_text().strip()
+        yield Site(url=url, api_key=api_key, data_dir=data_dir, log=log, database_url=database_url)
     finally:
         proc.terminate()
         try:
@@ -179,3 +188,127 @@ def dev_sign_in(page: Any, name: str, role: str = "general", accept_terms: bool 
         page.wait_for_url("**/tos**")
         page.click("[data-testid=accept-tos]")
         page.wait_for_url("**/dashboard")
+
+
+# -- helpers of the task, moderation and ranking tests --------------------------------------------
+
+
+def backend(site: Site) -> httpx.Client:
+    """The backend's API (``/api/v1``) with the site's trusted key: to check what the website stored."""
+    return httpx.Client(base_url=f"{site.url}/api/v1", headers={"X-API-Key": site.api_key}, timeout=30)
+
+
+class ApiVolunteers:
+    """People doing tasks through the backend's API directly, as another frontend would: grows trees fast."""
+
+    def __init__(self, site: Site, lang: str = "en") -> None:
+        self.api = backend(site)
+        self.lang = lang
+        self.accepted_tos: set[str] = set()
+
+    def __enter__(self) -> ApiVolunteers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.api.close()
+
+    def user(self, name: str) -> dict[str, str]:
+        if name not in self.accepted_tos:
+            body = {"id": name, "display_name": name, "auth_method": "local", "tos_acceptance": True}
+            self.api.post("/frontend_users/", json=body).raise_for_status()
+            self.accepted_tos.add(name)
+        return {"id": name, "display_name": name, "auth_method": "local"}
+
+    def task(self, name: str, task_type: str) -> dict[str, Any]:
+        answer = self.api.post(
+            "/tasks/", json={"type": task_type, "user": self.user(name), "lang": self.lang}
+        )
+        answer.raise_for_status()
+        task: dict[str, Any] = answer.json()
+        assert task["type"] == task_type, task
+        return task
+
+    def _ack(self, task: dict[str, Any]) -> str:
+        frontend_id = uuid.uuid4().hex
+        self.api.post(f"/tasks/{task['id']}/ack", json={"message_id": frontend_id}).raise_for_status()
+        return frontend_id
+
+    def write(self, name: str, task_type: str, text: str) -> str:
+        """Does a writing task; returns the new message's id."""
+        task = self.task(name, task_type)
+        reply_id = uuid.uuid4().hex
+        body = {"type": "text_reply_to_message", "user": self.user(name), "user_message_id": reply_id,
+                "text": text, "lang": self.lang, "message_id": self._ack(task)}  # fmt: skip
+        self.api.post("/tasks/interaction", json=body).raise_for_status()
+        return str(self.api.get(f"/frontend_messages/{reply_id}").raise_for_status().json()["id"])
+
+    def review(self, name: str, task_type: str, *, spam: float = 0.0) -> str:
+        """Does a label task (not spam: accepted); returns the labelled message's id."""
+        task = self.task(name, task_type)
+        self._ack(task)
+        body = {"type": "text_labels", "user": self.user(name), "labels": {"spam": spam},
+                "message_id": task["message_id"], "task_id": task["id"]}  # fmt: skip
+        self.api.post("/tasks/interaction", json=body).raise_for_status()
+        return str(task["message_id"])
+
+    def grow_to_ranking(self, tag: str, replies: list[str]) -> str:
+        """A reviewed prompt with these assistant replies, each reviewed: the tree waits for its ranking.
+
+        Returns the prompt's id. Needs a site whose trees take exactly this many replies (goal size
+        1 + len(replies), at least that many children per message)."""
+        prompt = self.write(
+            f"{tag}-author", "initial_prompt", f"Prompt {tag}: name a good first programming language."
+        )
+        self.review(f"{tag}-reviewer", "label_initial_prompt")
+        for i, reply in enumerate(replies):
+            self.write(f"{tag}-writer{i}", "assistant_reply", reply)
+            self.review(f"{tag}-reviewer", "label_assistant_reply")
+        state = self.api.get(f"/messages/{prompt}/tree/state").raise_for_status().json()
+        assert state["state"] == "ranking", state
+        return prompt
+
+
+# -- task pages in the browser ----------------------------------------------------------------------
+
+
+def open_task(page: Any, slug: str) -> str:
+    """Opens ``/tasks/<slug>``; returns the task group shown (create, rank, label) or ``"empty"``."""
+    page.goto(f"/tasks/{slug}")
+    return task_group(page)
+
+
+def task_group(page: Any) -> str:
+    page.wait_for_selector("[data-testid=task-form][data-ready='1'], [data-testid=no-tasks]")
+    form = page.locator("[data-testid=task-form]")
+    return str(form.get_attribute("data-group")) if form.count() else "empty"
+
+
+def review_and_submit(page: Any) -> None:
+    """Review (confirming an unchanged answer if asked), then Submit; waits for the next page."""
+    page.click("[data-testid=review]")
+    asked = "[data-testid=unchanged-confirm][open]"
+    page.wait_for_selector(f"[data-testid=submit]:not([hidden]), {asked}")
+    if page.locator(asked).count():
+        page.click("[data-testid=unchanged-continue]")
+    with page.expect_navigation():
+        page.click("[data-testid=submit]")
+
+
+def answer_required_labels(page: Any) -> dict[str, str]:
+    """Answers every required question of a label task with "no" (yes/no) or 3 (scales)."""
+    answers = {}
+    for row in page.locator(".label-row[data-mandatory='1']").all():
+        name = str(row.get_attribute("data-name"))
+        if row.get_attribute("data-widget") == "yes_no":
+            row.locator(f"[data-testid=label-{name}-no]").check()
+            answers[name] = "no"
+        elif row.get_attribute("data-widget") == "likert":
+            row.locator(f"[data-testid=label-{name}-3]").check()
+            answers[name] = "3"
+    return answers
+
+
+def rank_item_order(page: Any) -> list[int]:
+    """The reply indices of the ranking on screen, top (best) first."""
+    items = page.locator("[data-testid=rank-list] > .rank-item")
+    return [int(str(li.get_attribute("data-index"))) for li in items.all()]

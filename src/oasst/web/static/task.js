@@ -258,9 +258,13 @@
       if (!handle || (event.pointerType === "mouse" && event.button !== 0)) return;
       event.preventDefault();
       var li = handle.closest(".rank-item");
-      handle.setPointerCapture(event.pointerId);
+      var pointerId = event.pointerId;
+      handle.setPointerCapture(pointerId);
       li.classList.add("dragging");
+      // Moving the card in the list releases the handle's pointer capture, so the rest of the drag is
+      // followed on the document (by pointer id), not on the handle.
       function onMove(moveEvent) {
+        if (moveEvent.pointerId !== pointerId) return;
         var others = items().filter(function (other) { return other !== li; });
         var target = null;
         for (var i = 0; i < others.length; i++) {
@@ -272,17 +276,18 @@
           sync(false);
         }
       }
-      function onEnd() {
+      function onEnd(endEvent) {
+        if (endEvent.pointerId !== pointerId) return;
         li.classList.remove("dragging");
-        handle.removeEventListener("pointermove", onMove);
-        handle.removeEventListener("pointerup", onEnd);
-        handle.removeEventListener("pointercancel", onEnd);
+        document.removeEventListener("pointermove", onMove);
+        document.removeEventListener("pointerup", onEnd);
+        document.removeEventListener("pointercancel", onEnd);
         sync(false);
         li.focus();
       }
-      handle.addEventListener("pointermove", onMove);
-      handle.addEventListener("pointerup", onEnd);
-      handle.addEventListener("pointercancel", onEnd);
+      document.addEventListener("pointermove", onMove);
+      document.addEventListener("pointerup", onEnd);
+      document.addEventListener("pointercancel", onEnd);
     });
     typed.addEventListener("input", applyTyped);
     typed.addEventListener("keydown", function (event) {
