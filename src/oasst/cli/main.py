@@ -14,6 +14,7 @@ from oasst.cli import (
     data_cmds,
     dataset_cmds,
     db_cmds,
+    eval_cmds,
     fail,
     keys_cmds,
     train_cmds,
@@ -42,6 +43,7 @@ REGISTRARS: list[Callable[[typer.Typer], None]] = [
     keys_cmds.register,
     web_cmds.register,
     train_cmds.register,
+    eval_cmds.register,
 ]
 for _register in REGISTRARS:
     _register(app)

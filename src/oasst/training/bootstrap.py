@@ -127,7 +127,7 @@ def pretrain(
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if on_step is not None:
             on_step(step + 1, losses[-1])
     model.eval()
