@@ -9,6 +9,7 @@ The module is imported only when its command runs, so ``oasst --help`` needs no 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,7 +73,8 @@ def _make_command(name: str, module: str) -> Any:
             out = trainer.run(cfg)
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc))
-        console().print(f"[green]Done:[/] model written to {out}")
+        if os.environ.get("RANK", "0") == "0":  # under accelerate launch, only the main process says so
+            console().print(f"[green]Done:[/] model written to {out}")
 
     command.__name__ = f"train_{name}"
     return command

@@ -41,7 +41,16 @@ class RichProgress:
 class RichProgressCallback(TrainerCallback):
     """Replaces the trainer's tqdm bar: steps done, time left, and the last logged loss and metrics."""
 
-    KEYS = ("loss", "eval_loss", "accuracy", "eval_accuracy", "rewards/accuracies", "reward", "kl")
+    KEYS = (
+        "loss",
+        "train_loss",
+        "eval_loss",
+        "accuracy",
+        "eval_accuracy",
+        "rewards/accuracies",
+        "reward",
+        "kl",
+    )
 
     def __init__(self, description: str) -> None:
         self.description = description
