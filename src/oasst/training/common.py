@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,10 +54,28 @@ def build_config(cls: type[C], values: Mapping[str, Any]) -> C:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    coerced = {name: _coerce(name, value, hints.get(name)) for name, value in values.items()}
     try:
-        return cls(**values)
+        return cls(**coerced)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Numbers written the way YAML 1.1 reads as text (``1e-3``) become the field's number type."""
+    if not isinstance(value, str) or hint is None:
+        return value
+    allowed = set(typing.get_args(hint)) or {hint}
+    for kind in (int, float):
+        if kind in allowed:
+            try:
+                return kind(value)
+            except ValueError:
+                if str in allowed:
+                    return value
+                raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    return value
 
 
 def describe_config(cls: type[Any]) -> list[tuple[str, str, str]]:
