@@ -18,7 +18,7 @@ from oasst.training.datasets_stats import export_stats
 from tests.conftest import sample_missing
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "oasst2_sample.trees.jsonl"
-runner = CliRunner(env={"COLUMNS": "200"})
+runner = CliRunner(env={"COLUMNS": "2000"})  # long temporary paths must not wrap
 
 
 def cli() -> typer.Typer:

@@ -68,6 +68,7 @@ class ErrorCode(IntEnum):
     AUTH_AND_USERNAME_REQUIRED = 2012
     API_CLIENT_NOT_FOUND = 2013  # oasst
     REQUEST_CONFLICT = 2014  # oasst: a unique constraint not covered by a more specific code
+    SYNTHETIC_REPLY_INVALID_PARENT = 2030  # oasst: a synthetic reply needs an accepted prompter message
     TEXT_LABELS_WRONG_MESSAGE_ID = 2050
     TEXT_LABELS_INVALID_LABEL = 2051
     TEXT_LABELS_MANDATORY_LABEL_MISSING = 2052

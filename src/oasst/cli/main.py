@@ -16,10 +16,12 @@ from oasst.cli import (
     db_cmds,
     eval_cmds,
     fail,
+    inference_cmds,
     keys_cmds,
     train_cmds,
     up,
     web_cmds,
+    worker_cmds,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ REGISTRARS: list[Callable[[typer.Typer], None]] = [
     keys_cmds.register,
     web_cmds.register,
     train_cmds.register,
+    worker_cmds.register,
+    inference_cmds.register,
     eval_cmds.register,
 ]
 for _register in REGISTRARS:

@@ -29,7 +29,13 @@ ROOT_TOKEN_FILE = "root_token"
 DATABASE_FILE = "oasst.db"
 WEB_DATABASE_FILE = "web.db"
 WEB_SECRET_FILE = "web_secret"
+INFERENCE_DATABASE_FILE = "inference.db"
+INFERENCE_SECRET_FILE = "inference_user_secret"
+WORKER_KEY_FILE = "worker_key"
+DEFAULT_MODEL_DIR = "models/tiny"
+DEFAULT_MODEL_NAME = "oasst-tiny"
 BACKEND_PREFIXES = ("/api/", "/docs", "/health", "/openapi.json")
+INFERENCE_PREFIX = "/inference"
 
 
 def register(root: typer.Typer) -> None:
@@ -68,8 +74,13 @@ class UpContext:
     database_url: str | None = None
     dev_login: bool = False
     admin_emails: list[str] = field(default_factory=list)
+    model: str | None = None  # a model directory (or hub id) for chat; None = the tiny default model
     backend_app: Any = None  # set by the backend part; the website reaches it in process
     api_key: str = ""
+    root_token: str = ""
+    inference_app: Any = None  # set by the inference part
+    inference_secret: str = ""
+    model_name: str = ""
 
     @property
     def url(self) -> str:
@@ -79,11 +90,18 @@ class UpContext:
 
 @dataclass
 class Part:
-    """One service of the embedded run: an ASGI app answering ``prefixes`` (none = every other path)."""
+    """One service of the embedded run: an ASGI app answering ``prefixes`` (none = every other path).
+
+    With ``mount`` the part lives under that path and sees paths without it (``/inference/v1/models`` →
+    ``/v1/models``), as behind a reverse proxy. ``background`` coroutines (e.g. the local worker) run
+    while the server runs.
+    """
 
     name: str
     app: Any
     prefixes: tuple[str, ...] = ()
+    mount: str = ""
+    background: list[Any] = field(default_factory=list)
     rows: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -104,6 +122,7 @@ def prepare_backend(ctx: UpContext) -> Part:
     from oasst.backend.services.clients import ensure_api_client
 
     root_token = read_or_create_secret(ctx.data_dir / ROOT_TOKEN_FILE)
+    ctx.root_token = root_token
     api_key = read_or_create_secret(ctx.data_dir / API_KEY_FILE)
     settings = backend_settings(ctx, root_token)
     engine = open_engine(settings)
@@ -140,7 +159,7 @@ def prepare_backend(ctx: UpContext) -> Part:
 
 
 def prepare_web(ctx: UpContext) -> Part:
-    """The website, reaching the in-process backend through an ASGI transport with the trusted key."""
+    """The website, reaching the in-process backend (trusted key) and chat server through ASGI transports."""
     import httpx
 
     from oasst.web.app import create_app
@@ -158,11 +177,21 @@ def prepare_web(ctx: UpContext) -> Part:
             backend_api_key=ctx.api_key,
             dev_login=ctx.dev_login,
             admin_emails=ctx.admin_emails,
+            inference_url="http://inference.internal" if ctx.inference_app is not None else None,
+            inference_user_token_secret=ctx.inference_secret,
         )
     except ValueError as exc:
         fail(f"Invalid website settings: {exc}", "Check the OASST_WEB_* environment variables.")
+    from oasst.client import StreamingASGITransport
+
+    inference = StreamingASGITransport(ctx.inference_app) if ctx.inference_app is not None else None
     with console().status("Preparing the website ..."):
-        app = create_app(settings, backend_transport=httpx.ASGITransport(app=ctx.backend_app))
+        # the inference app streams replies: httpx's own ASGI transport would hold a stream until its end
+        app = create_app(
+            settings,
+            backend_transport=httpx.ASGITransport(app=ctx.backend_app),
+            inference_transport=inference,
+        )
         app.state.accounts.migrate()
     mail = "SMTP " + settings.smtp.host if settings.smtp.host else "links printed here (no SMTP configured)"
     rows = [("Website", ctx.url), ("Sign-in mail", mail)]
@@ -171,19 +200,131 @@ def prepare_web(ctx: UpContext) -> Part:
     return Part(name="web", app=app, rows=rows)
 
 
+def prepare_inference(ctx: UpContext) -> Part:
+    """The chat server under /inference, and one worker in this process serving the local model."""
+    from oasst.inference.server.app import create_app
+    from oasst.inference.server.db import Database, make_engine
+    from oasst.inference.server.migrate import upgrade
+    from oasst.inference.server.settings import Settings
+
+    ctx.inference_secret = read_or_create_secret(ctx.data_dir / INFERENCE_SECRET_FILE)
+    model_dir, model_note = local_model(ctx)
+    ctx.model_name = DEFAULT_MODEL_NAME if ctx.model is None else Path(ctx.model).name or ctx.model
+    try:
+        settings = Settings(
+            database_url=_sibling_url(ctx, INFERENCE_DATABASE_FILE),
+            user_token_secret=ctx.inference_secret,
+            root_tokens=[ctx.root_token],
+            default_model=ctx.model_name,
+        )
+    except ValueError as exc:
+        fail(f"Invalid inference settings: {exc}", "Check the OASST_INFERENCE_* environment variables.")
+    with console().status("Preparing the chat server ..."):
+        database = Database(make_engine(settings))
+        upgrade(database.engine)
+        worker_key = ensure_worker_key(ctx, database)
+    app = create_app(settings, database=database, migrate=False)
+    ctx.inference_app = app
+    rows = [("Chat API", f"{ctx.url}{INFERENCE_PREFIX}  (OpenAI-compatible: {ctx.url}{INFERENCE_PREFIX}/v1)")]
+    background: list[Any] = []
+    if model_dir is not None:
+        rows.append(("Chat model", f"{ctx.model_name}: {model_dir}"))
+        background.append(lambda: serve_local_model(ctx, model_dir, worker_key))
+    else:
+        rows.append(("Chat model", model_note))
+    return Part(name="inference", app=app, mount=INFERENCE_PREFIX, rows=rows, background=background)
+
+
+def _sibling_url(ctx: UpContext, file_name: str) -> str:
+    """The part's own SQLite file, or the shared database when --database-url points elsewhere."""
+    return ctx.database_url or f"sqlite:///{ctx.data_dir / file_name}"
+
+
+def ensure_worker_key(ctx: UpContext, database: Any) -> str:
+    """The local worker's key: stored in the data directory, created (hashed in the database) when new."""
+    from oasst.inference.server.errors import InferenceError
+    from oasst.inference.server.services.keys import create_key, verify_key
+
+    path = ctx.data_dir / WORKER_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip()
+        try:
+            database.read(lambda s: verify_key(s, key, kind="worker"))
+            return key
+        except InferenceError:
+            path.unlink()
+    _, key = database.write(lambda s: create_key(s, kind="worker", name="local worker (oasst up)"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return str(key)
+
+
+def local_model(ctx: UpContext) -> tuple[str | None, str]:
+    """``(model directory, note)``: the configured model, else the tiny default (built on first run).
+
+    Without torch there is no local model: chat then waits for an outside worker (`oasst worker run`).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        return (
+            None,
+            "none: install the local model with pip install 'oasst[train]', or connect `oasst worker run`",
+        )
+    if ctx.model is not None:
+        return ctx.model, ""
+    target = ctx.data_dir / DEFAULT_MODEL_DIR
+    if not (target / "config.json").is_file():
+        from oasst.training.bootstrap import BootstrapConfig, bootstrap
+
+        with console().status("Building the tiny default model (first run only) ..."):
+            bootstrap(
+                default_corpus(), BootstrapConfig(output_dir=str(target), vocab_size=2048, pretrain_steps=0)
+            )
+    return str(target), ""
+
+
+def default_corpus() -> list[str]:
+    """Texts for the tiny model's tokenizer: the website's guidelines (every language shipped)."""
+    from importlib.resources import files
+
+    texts: list[str] = []
+    for entry in files("oasst.web").joinpath("guidelines").iterdir():
+        if entry.name.endswith(".md"):
+            texts.extend(line for line in entry.read_text(encoding="utf-8").splitlines() if line.strip())
+    return texts
+
+
+async def serve_local_model(ctx: UpContext, model_dir: str, worker_key: str) -> None:
+    """Run one worker in this process, connected to this server's worker gateway."""
+    import asyncio
+
+    from oasst.inference.worker.engines import make_engine
+    from oasst.inference.worker.runner import WorkerSettings, run_worker
+
+    engine = await asyncio.to_thread(make_engine, model=model_dir, name=ctx.model_name)
+    settings = WorkerSettings(
+        server_url=f"{ctx.url}{INFERENCE_PREFIX}/workers/ws", api_key=worker_key, name="local"
+    )
+    await run_worker(engine, settings)
+
+
 def build_parts(ctx: UpContext) -> list[Part]:
     """Every part of the embedded run; the part without prefixes answers every other path."""
-    return [prepare_backend(ctx), prepare_web(ctx)]
+    return [prepare_backend(ctx), prepare_inference(ctx), prepare_web(ctx)]
 
 
 def compose(parts: list[Part]) -> Any:
     """One ASGI app: each request goes to the first part whose prefix matches, else to the catch-all part."""
     if len(parts) == 1:
         return parts[0].app
+    import asyncio
     from contextlib import AsyncExitStack, asynccontextmanager
 
-    fallback = next((p.app for p in parts if not p.prefixes), parts[-1].app)
+    fallback = next((p.app for p in parts if not p.prefixes and not p.mount), parts[-1].app)
     routed = [(prefix, p.app) for p in parts for prefix in p.prefixes]
+    mounted = [(p.mount, p.app) for p in parts if p.mount]
 
     @asynccontextmanager
     async def lifespan() -> Any:
@@ -193,13 +334,26 @@ def compose(parts: list[Part]) -> Any:
                 context = getattr(router, "lifespan_context", None)
                 if context is not None:
                     await stack.enter_async_context(context(part.app))
-            yield
+            tasks = [asyncio.create_task(job()) for part in parts for job in part.background]
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await _run_lifespan(lifespan, receive, send)
             return
         path = scope.get("path", "")
+        for mount, target in mounted:
+            if path == mount or path.startswith(mount + "/"):
+                inner = dict(
+                    scope, path=path[len(mount) :] or "/", root_path=scope.get("root_path", "") + mount
+                )
+                await target(inner, receive, send)
+                return
         for prefix, target in routed:
             if path.startswith(prefix) or path == prefix.rstrip("/"):
                 await target(scope, receive, send)
@@ -283,6 +437,15 @@ def up_command(
             show_default=False,
         ),
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OASST_MODEL",
+            help="Model directory (e.g. what `oasst train sft` wrote) or hub id for chat. "
+            "Default: a tiny model built on the first run.",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run oasst on this machine, in one process, with nothing else to install.
@@ -301,6 +464,7 @@ def up_command(
         database_url=database_url,
         dev_login=dev_login,
         admin_emails=[e for value in admin_email or [] for e in value.split(",") if e.strip()],
+        model=model,
     )
     try:
         ctx.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

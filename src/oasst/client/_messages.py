@@ -20,6 +20,8 @@ from oasst.protocol.common import (
     MessageRevision,
     MessageTree,
     MessageTreeStateResponse,
+    SyntheticCandidate,
+    SyntheticReplyRequest,
     User,
     ValidLabelsResponse,
 )
@@ -27,6 +29,7 @@ from oasst.protocol.tasks import TextLabels
 
 MESSAGES_ADAPTER: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
 _REVISIONS_ADAPTER: TypeAdapter[list[MessageRevision]] = TypeAdapter(list[MessageRevision])
+_CANDIDATES_ADAPTER: TypeAdapter[list[SyntheticCandidate]] = TypeAdapter(list[SyntheticCandidate])
 
 
 class MessagesApi(BackendBase):
@@ -236,6 +239,26 @@ class MessagesApi(BackendBase):
         """``GET /text_labels/report_labels``: the labels a report may carry."""
         data = await self._call("GET", "/text_labels/report_labels")
         return self._parse(ValidLabelsResponse, data, "report labels")
+
+    # -- synthetic replies (trusted keys) ----------------------------------------------------------
+
+    async def synthetic_candidates(
+        self, *, lang: str | None = None, model_name: str | None = None, max_count: int | None = None
+    ) -> list[SyntheticCandidate]:
+        """``GET /messages/synthetic_candidates``: accepted prompter messages of growing trees with room
+        for another assistant reply (none yet from ``model_name``), the fewest replies first."""
+        params = query(lang=lang, model_name=model_name, max_count=max_count)
+        data = await self._call("GET", "/messages/synthetic_candidates", params=params)
+        return self._parse(_CANDIDATES_ADAPTER, data, "synthetic candidates")
+
+    async def post_synthetic_reply(
+        self, parent_id: UUID | str, text: str, model_name: str, *, lang: str | None = None
+    ) -> Message:
+        """``POST /messages/{id}/synthetic_reply``: insert a model's reply to a prompter message as a
+        synthetic assistant message, to be reviewed and ranked like a volunteer's."""
+        body = SyntheticReplyRequest(text=text, model_name=model_name, lang=lang)
+        data = await self._call("POST", f"/messages/{parent_id}/synthetic_reply", json=dump(body))
+        return self._parse(Message, data, "message")
 
     # -- plumbing --------------------------------------------------------------------------------
 

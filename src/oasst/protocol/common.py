@@ -243,3 +243,23 @@ class OasstErrorResponse(BaseModel):
 
     error_code: int
     message: str
+
+
+class SyntheticReplyRequest(BaseModel):
+    """A model's reply to a prompter message of a growing tree, posted by a trusted client (oasst's own
+    ``oasst inference synthesize``). It is stored as a synthetic assistant message that volunteers review
+    and rank beside human replies."""
+
+    text: str = Field(min_length=1)
+    model_name: str = Field(min_length=1, max_length=1024)
+    lang: str | None = Field(None, min_length=2, max_length=32, description="Default: the parent's.")
+
+
+class SyntheticCandidate(BaseModel):
+    """A prompter message that may take a synthetic assistant reply, with the conversation up to it."""
+
+    parent_id: UUID
+    message_tree_id: UUID
+    lang: str
+    replies: int  # its replies that count against max_children_count (pending review or accepted)
+    conversation: Conversation

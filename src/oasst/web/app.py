@@ -21,7 +21,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oasst import __version__
-from oasst.client import BackendClient, OasstApiError, OasstConnectionError
+from oasst.client import BackendClient, InferenceClient, OasstApiError, OasstConnectionError
 from oasst.web import i18n
 from oasst.web.accounts import AccountStore
 from oasst.web.accounts.store import make_account_engine
@@ -44,10 +44,12 @@ def create_app(
     settings: WebSettings,
     *,
     backend_transport: httpx.AsyncBaseTransport | None = None,
+    inference_transport: httpx.AsyncBaseTransport | None = None,
     mailer: Mailer | None = None,
     migrate: bool = True,
 ) -> FastAPI:
-    """Build the website. ``backend_transport`` reaches an in-process backend (``oasst up``, tests)."""
+    """Build the website. ``backend_transport`` reaches an in-process backend (``oasst up``, tests);
+    ``inference_transport`` an in-process inference server (use ``oasst.client.StreamingASGITransport``)."""
     store = AccountStore(make_account_engine(settings.database_url))
 
     @asynccontextmanager
@@ -60,10 +62,16 @@ def create_app(
             transport=backend_transport,
         )
         app.state.backend = backend
+        inference = None
+        if settings.inference_url:
+            inference = InferenceClient(settings.inference_url, transport=inference_transport)
+        app.state.inference = inference
         try:
             yield
         finally:
             await backend.aclose()
+            if inference is not None:
+                await inference.aclose()
             store.engine.dispose()
 
     app = FastAPI(

@@ -62,6 +62,11 @@ class WebSettings(BaseSettings):
     )
     smtp: SmtpSettings = Field(default_factory=lambda: SmtpSettings())
     oauth: OAuthSettings = Field(default_factory=lambda: OAuthSettings())
+    inference_url: str | None = Field(None, description="Root of the inference server; unset = chat is off.")
+    inference_user_token_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Shared with the inference server (its user_token_secret); signs chat users.",
+    )
 
     @field_validator("languages", "admin_emails", mode="before")
     @classmethod
@@ -80,6 +85,14 @@ class WebSettings(BaseSettings):
             raise ValueError("OASST_WEB_DEV_LOGIN must stay off in production")
         if self.default_lang not in self.languages:
             raise ValueError(f"default_lang {self.default_lang!r} is not one of languages {self.languages}")
+        return self
+
+    @model_validator(mode="after")
+    def _chat_needs_secret(self) -> WebSettings:
+        if self.inference_url and not self.inference_user_token_secret.get_secret_value():
+            raise ValueError(
+                "OASST_WEB_INFERENCE_USER_TOKEN_SECRET must be set when OASST_WEB_INFERENCE_URL is"
+            )
         return self
 
     @property

@@ -13,6 +13,7 @@ from oasst.backend.api import (
     leaderboards,
     messages,
     stats,
+    synthetic,
     tasks,
     text_labels,
     trollboards,
@@ -34,6 +35,7 @@ PREFIX = "/api/v1"
 ROUTES = [
     (tasks.router, "/tasks", ["tasks"], []),
     (text_labels.router, "/text_labels", ["text_labels"], []),
+    (synthetic.router, "/messages", ["messages"], []),  # before messages: a fixed path, not an id
     (messages.router, "/messages", ["messages"], []),
     (frontend_messages.router, "/frontend_messages", ["frontend_messages"], []),
     (users.router, "/users", ["users"], USER_CHANGES),

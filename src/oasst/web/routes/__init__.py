@@ -6,7 +6,7 @@ import importlib
 
 from fastapi import FastAPI
 
-ROUTE_MODULES = ["auth", "home", "tasks", "guidelines", "messages", "leaderboard", "account", "admin"]
+ROUTE_MODULES = ["auth", "home", "tasks", "guidelines", "messages", "leaderboard", "account", "admin", "chat"]
 
 
 def mount_routes(app: FastAPI) -> None:

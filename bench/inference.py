@@ -1,0 +1,323 @@
+"""Inference speed: the same model and prompts, the engine called directly in this process versus the
+whole stack (client → server → queue → worker → SSE), at concurrency 1 and 8, with 1 and 2 workers.
+
+    OMP_NUM_THREADS=1 python bench/inference.py                 # bootstraps a tiny model first
+    python bench/inference.py --model models/sft --tokens 128   # any model directory
+
+Prints completion tokens/s (all requests together) and time to first token (median, p90) per run, then
+the ratios the issue asks for: stack/direct throughput (target ≥ 0.90), the stack's added time to first
+token at concurrency 1 (target < 20 ms), and 2 workers / 1 worker throughput (target ≈ 2 when the engine
+is the bottleneck — each worker is its own process, so this needs a free core or GPU per worker).
+
+Sampling is seeded per request, so both paths generate exactly the same tokens. The server runs as its own process
+(`oasst inference serve`, SQLite, in-process queue) and each worker as `oasst worker run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from oasst.inference.protocol import ChatTurn, Role, SamplingParameters, WorkRequest
+from oasst.inference.worker.engines import Engine, Finished
+
+MODEL_NAME = "bench-model"
+ROOT_TOKEN = "bench-root-token-0123456789"
+TOPICS = ["cats", "the sea", "bread", "mountains", "rain", "music", "gardens", "trains"]
+
+
+@dataclass
+class Result:
+    label: str
+    concurrency: int
+    tokens: int
+    seconds: float
+    ttft_s: list[float]
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    def row(self) -> str:
+        ttft = sorted(self.ttft_s)
+        p50 = statistics.median(ttft) * 1000
+        p90 = ttft[min(len(ttft) - 1, int(0.9 * len(ttft)))] * 1000
+        return (
+            f"{self.label:<22} {self.concurrency:>4} {self.tokens:>7} {self.seconds:>7.2f} "
+            f"{self.tokens_per_s:>9.1f} {p50:>9.1f} {p90:>9.1f}"
+        )
+
+
+def requests(n: int, max_new_tokens: int) -> list[WorkRequest]:
+    # seeded sampling with no warpers: both paths draw the same tokens, and an untrained model (whose
+    # greedy choice is to repeat the last prompt token, a role marker that ends the reply) runs on
+    sampling = SamplingParameters(
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        repetition_penalty=1.0,
+        max_new_tokens=max_new_tokens,
+    )
+    return [
+        WorkRequest(
+            id=f"b{i}",
+            model=MODEL_NAME,
+            messages=[
+                ChatTurn(role=Role.system, content="You are a helpful assistant."),
+                ChatTurn(
+                    role=Role.user, content=f"Tell me something about {TOPICS[i % len(TOPICS)]}, please."
+                ),
+            ],
+            sampling=sampling.model_copy(update={"seed": i}),
+        )
+        for i in range(n)
+    ]
+
+
+async def drive(engine: Engine, reqs: list[WorkRequest], concurrency: int, label: str) -> Result:
+    """Run ``reqs`` through ``engine`` with ``concurrency`` in flight; time to first piece per request."""
+    queue = list(reqs)
+    ttft: list[float] = []
+    tokens = 0
+
+    async def client() -> None:
+        nonlocal tokens
+        while queue:
+            req = queue.pop()
+            started = time.perf_counter()
+            first: float | None = None
+            async for event in engine.generate(req):
+                if isinstance(event, Finished):
+                    tokens += event.usage.completion_tokens
+                elif first is None and event:
+                    first = time.perf_counter() - started
+            ttft.append(first if first is not None else time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return Result(label, concurrency, tokens, time.perf_counter() - started, ttft)
+
+
+def bootstrap_model(out: Path) -> Path:
+    import warnings
+
+    from oasst.training.bootstrap import BootstrapConfig, bootstrap
+
+    texts = [
+        f"The {a} {b} likes {c} every {d}."
+        for a in TOPICS
+        for b in TOPICS
+        for c in TOPICS
+        for d in ("day", "night")
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # untrained: it rarely ends a reply early, so every run generates (nearly) max_new_tokens tokens
+        return bootstrap(texts, BootstrapConfig(output_dir=str(out), vocab_size=4096, pretrain_steps=0))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def stack(model: Path, workdir: Path, workers: int, max_parallel: int) -> Iterator[tuple[str, str]]:
+    """The inference server and ``workers`` worker processes; yields (base URL, API key)."""
+    import httpx
+
+    from oasst.inference.server.db import Database, make_engine
+    from oasst.inference.server.migrate import upgrade
+    from oasst.inference.server.services.keys import create_key
+    from oasst.inference.server.settings import Settings
+
+    db_url = f"sqlite:///{workdir / f'inference-{workers}.db'}"
+    greedy = {"do_sample": False, "temperature": 0.0, "top_k": 0, "repetition_penalty": 1.0}
+    env = {
+        **os.environ,
+        "OASST_INFERENCE_DATABASE_URL": db_url,
+        "OASST_INFERENCE_DEFAULT_MODEL": MODEL_NAME,
+        "OASST_INFERENCE_MODEL_PRESETS": json.dumps({"*": {"greedy": greedy}}),
+        "OASST_INFERENCE_USER_TOKEN_SECRET": "bench-secret-0123456789abcdef0123456789",
+        "OASST_INFERENCE_QUEUE_MAX_SIZE": "1000",
+        "OASST_INFERENCE_ROOT_TOKENS": ROOT_TOKEN,
+    }
+    settings = Settings(database_url=db_url)
+    database = Database(make_engine(settings))
+    upgrade(database.engine)
+    worker_key = database.write(lambda s: create_key(s, kind="worker", name="bench")[1])
+    api_key = database.write(lambda s: create_key(s, kind="api", name="bench")[1])
+    database.dispose()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cli = [sys.executable, "-m", "oasst.cli.main"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [
+        subprocess.Popen(
+            [*cli, "inference", "serve", "--port", str(port), "--log-level", "warning"], env=env, **quiet
+        )
+    ]
+    try:
+        wait_http(f"{url}/health")
+        for i in range(workers):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *cli,
+                        *("worker", "run", "--server", url, "--key", worker_key, "--model", str(model)),
+                        *(
+                            "--model-name",
+                            MODEL_NAME,
+                            "--name",
+                            f"bench-{i}",
+                            "--max-parallel",
+                            str(max_parallel),
+                        ),
+                    ],
+                    env=env,
+                    **quiet,
+                )
+            )
+        deadline = time.monotonic() + 120
+        while True:  # wait until every worker has said hello
+            with contextlib.suppress(httpx.HTTPError):
+                response = httpx.get(
+                    f"{url}/admin/workers", headers={"Authorization": f"Bearer {ROOT_TOKEN}"}
+                )
+                if sum(w.get("model") == MODEL_NAME for w in response.json()) >= workers:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not connect")
+            time.sleep(0.3)
+        yield url, api_key
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def through_stack(
+    url: str, api_key: str, reqs: list[WorkRequest], concurrency: int, label: str
+) -> Result:
+    from oasst.inference.worker.engine_openai import OpenAIUpstreamEngine
+
+    client = OpenAIUpstreamEngine(
+        url, api_key=api_key, upstream_model=MODEL_NAME, max_parallel=concurrency, extra_sampling=False
+    )
+    try:
+        await drive(client, reqs[:concurrency], concurrency, "warm-up")
+        return await drive(client, reqs, concurrency, label)
+    finally:
+        await client.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", type=Path, help="A model directory (default: bootstrap a tiny one).")
+    parser.add_argument("--requests", type=int, default=16, help="Requests per run.")
+    parser.add_argument("--tokens", type=int, default=128, help="max_new_tokens per request.")
+    parser.add_argument(
+        "--max-parallel", type=int, default=8, help="Slots per worker (and the direct engine)."
+    )
+    parser.add_argument("--skip-stack", action="store_true", help="Only the direct engine.")
+    args = parser.parse_args()
+
+    from oasst.inference.worker.engine_transformers import TransformersEngine
+
+    with tempfile.TemporaryDirectory(prefix="oasst-bench-") as tmp:
+        workdir = Path(tmp)
+        model = args.model or bootstrap_model(workdir / "model")
+        engine = TransformersEngine.load(str(model), model_name=MODEL_NAME, max_parallel=args.max_parallel)
+        print(
+            f"model {model} on {engine.device}, context {engine.context_length}, {args.requests} requests "
+            f"of up to {args.tokens} tokens, seeded sampling, max_parallel {args.max_parallel}"
+        )
+        reqs = requests(args.requests, args.tokens)
+        results: dict[tuple[str, int], Result] = {}
+
+        async def direct_runs() -> None:
+            await drive(engine, reqs[:2], 2, "warm-up")
+            for c in (1, 8):
+                results["direct", c] = await drive(engine, reqs, c, "direct")
+
+        asyncio.run(direct_runs())
+        asyncio.run(engine.aclose())
+        stack_parts = not args.skip_stack and _server_available()
+        if stack_parts:
+            for workers in (1, 2):
+                with stack(model, workdir, workers, args.max_parallel) as (url, key):
+                    for c in (1, 8):
+                        label = f"stack, {workers} worker{'s' if workers > 1 else ''}"
+                        results[f"stack{workers}", c] = asyncio.run(through_stack(url, key, reqs, c, label))
+        print()
+        print(
+            f"{'path':<22} {'conc':>4} {'tokens':>7} {'secs':>7} {'tok/s':>9} {'ttft p50':>9} {'ttft p90':>9}"
+        )
+        for result in results.values():
+            print(result.row())
+        if not stack_parts:
+            print(
+                "\nthrough the stack: skipped"
+                + ("" if args.skip_stack else " (the inference server is not installed)")
+            )
+            return
+        print()
+        for c in (1, 8):
+            direct, one, two = results["direct", c], results["stack1", c], results["stack2", c]
+            print(
+                f"concurrency {c}: stack/direct throughput {one.tokens_per_s / direct.tokens_per_s:.2f} (target ≥ 0.90), "
+                f"2 workers/1 worker {two.tokens_per_s / one.tokens_per_s:.2f}"
+            )
+        added = statistics.median(results["stack1", 1].ttft_s) - statistics.median(
+            results["direct", 1].ttft_s
+        )
+        print(
+            f"time to first token added by the stack at concurrency 1: {added * 1000:.1f} ms (target < 20 ms)"
+        )
+
+
+def _server_available() -> bool:
+    try:
+        import oasst.inference.server.app  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    main()

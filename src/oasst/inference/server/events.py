@@ -1,0 +1,168 @@
+"""Per-message event logs (replayable, any number of readers) and the cancel broadcast.
+
+A message's log holds its ``token`` events and then one final ``message`` or ``error`` event, as the
+JSON of the protocol's stream events. Readers (SSE streams, the OpenAI API) replay from the start and
+follow; nothing is consumed, so a reconnecting client or a second tab sees everything. In Redis a log is
+a stream ``{prefix}ev:{message id}`` that expires ``event_ttl_s`` after its last event; in memory, a list
+dropped ``event_ttl_s`` after its final event.
+
+The cancel broadcast tells whichever process holds a message's worker connection to send ``CancelWork``
+and free the slot (Redis pub/sub in production; a direct call in memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger("oasst.inference.events")
+
+Event = dict[str, Any]
+FINAL_EVENTS = {"message", "error"}
+
+
+class EventLog(Protocol):
+    async def publish(self, message_id: str, event: Event) -> None: ...
+    async def read(self, message_id: str, cursor: str, timeout: float) -> tuple[list[Event], str]: ...
+    async def all(self, message_id: str) -> list[Event]: ...
+
+
+def streamed_text(events: list[Event]) -> tuple[bool, str]:
+    """Whether any token was streamed, and the text the tokens make up."""
+    tokens = [e.get("text", "") for e in events if e.get("event_type") == "token"]
+    return bool(tokens), "".join(tokens)
+
+
+class MemoryEventLog:
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl = ttl_s
+        self._logs: dict[str, list[Event]] = {}
+        self._cond = asyncio.Condition()
+
+    async def publish(self, message_id: str, event: Event) -> None:
+        async with self._cond:
+            self._logs.setdefault(message_id, []).append(event)
+            self._cond.notify_all()
+        if event.get("event_type") in FINAL_EVENTS:
+            asyncio.get_running_loop().call_later(self._ttl, self._logs.pop, message_id, None)
+
+    async def read(self, message_id: str, cursor: str, timeout: float) -> tuple[list[Event], str]:
+        start = int(cursor or 0)
+        async with self._cond:
+            if len(self._logs.get(message_id, [])) <= start:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._cond.wait_for(lambda: len(self._logs.get(message_id, [])) > start)
+            events = self._logs.get(message_id, [])[start:]
+        return list(events), str(start + len(events))
+
+    async def all(self, message_id: str) -> list[Event]:
+        return list(self._logs.get(message_id, []))
+
+
+class RedisEventLog:
+    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int) -> None:
+        self._r: Any = client  # redis-py's command typing is too loose to be useful here
+        self._prefix = prefix
+        self._ttl = ttl_s
+
+    def _key(self, message_id: str) -> str:
+        return f"{self._prefix}ev:{message_id}"
+
+    async def publish(self, message_id: str, event: Event) -> None:
+        key = self._key(message_id)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, {"e": json.dumps(event)})
+            pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+    async def read(self, message_id: str, cursor: str, timeout: float) -> tuple[list[Event], str]:
+        after = cursor or "0-0"
+        reply = await self._r.xread(
+            {self._key(message_id): after}, count=1000, block=max(1, int(timeout * 1000))
+        )
+        events: list[Event] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                events.append(json.loads(fields["e"]))
+                after = entry_id
+        return events, after
+
+    async def all(self, message_id: str) -> list[Event]:
+        return [json.loads(f["e"]) for _id, f in await self._r.xrange(self._key(message_id))]
+
+
+CancelHandler = Callable[[str], None]
+
+
+class MemoryControl:
+    """Cancel broadcast within one process."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, CancelHandler] = {}
+
+    def register(self, message_id: str, handler: CancelHandler) -> None:
+        self._handlers[message_id] = handler
+
+    def unregister(self, message_id: str) -> None:
+        self._handlers.pop(message_id, None)
+
+    async def cancel(self, message_id: str) -> None:
+        self._dispatch(message_id)
+
+    def _dispatch(self, message_id: str) -> None:
+        handler = self._handlers.get(message_id)
+        if handler is not None:
+            handler(message_id)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisControl(MemoryControl):
+    """Cancel broadcast over a pub/sub channel that every server process listens to."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        super().__init__()
+        self._r: Any = client  # redis-py's command typing is too loose to be useful here
+        self._channel = f"{prefix}control"
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def cancel(self, message_id: str) -> None:
+        await self._r.publish(self._channel, message_id)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="inference-control")
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._r.pubsub() as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    self._ready.set()
+                    while True:
+                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                        if msg is not None and msg.get("type") == "message":
+                            self._dispatch(str(msg["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis restarted: resubscribe (cancels sent meanwhile are also swept)
+                log.exception("control channel lost; resubscribing")
+                await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,299 @@
+"""The OpenAI-compatible ``/v1`` API on the same queue and workers as the chat API.
+
+Each ``/v1/chat/completions`` request becomes a hidden chat of its own (no user, ``allow_data_use``
+false, owned by the API key): its turns are stored as a straight path of messages and ``n`` pending
+assistant messages answer the last user turn. Everything else (queue cap, workers, stop, timeouts,
+requeue after a dead worker) is the chat API's machinery, so there is one dispatch path to trust. The
+completion id is ``chatcmpl-<first assistant message id>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from oasst.inference.protocol import FinishReason, MessageState, Role, SamplingParameters
+from oasst.inference.server.errors import ErrorCode, InferenceError
+from oasst.inference.server.events import FINAL_EVENTS
+from oasst.inference.server.ids import new_id
+from oasst.inference.server.models import Chat, Message, utcnow
+from oasst.inference.server.runtime import Runtime
+from oasst.inference.server.streams import KEEP_ALIVE, follow, sse
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str = ""
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=8)
+
+
+def _finish_reason(value: str | None) -> str:
+    return "length" if value == FinishReason.length.value else "stop"
+
+
+def sampling_for(rt: Runtime, req: ChatCompletionRequest) -> SamplingParameters:
+    base = rt.resolve_sampling(req.model, None, None)
+    changes: dict[str, Any] = {}
+    if req.max_completion_tokens or req.max_tokens:
+        changes["max_new_tokens"] = req.max_completion_tokens or req.max_tokens
+    if req.temperature is not None:
+        changes["temperature"] = req.temperature
+        changes["do_sample"] = req.temperature > 0
+    if req.top_p is not None:
+        changes["top_p"] = req.top_p
+    if req.seed is not None:
+        changes["seed"] = req.seed
+    if req.stop is not None:
+        stops = [req.stop] if isinstance(req.stop, str) else req.stop
+        if len(stops) > 8:
+            raise InferenceError("At most 8 stop sequences.", ErrorCode.REQUEST_VALIDATION_FAILED)
+        changes["stop"] = [s for s in stops if s]
+    return SamplingParameters.model_validate({**base.model_dump(), **changes})
+
+
+def create_api_chat(
+    session: Session, *, key_id: str, req: ChatCompletionRequest, sampling: SamplingParameters
+) -> list[str]:
+    system = "\n\n".join(m.text() for m in req.messages if m.role in {"system", "developer"})
+    turns = [m for m in req.messages if m.role in {"user", "assistant"}]
+    if not turns or turns[-1].role != "user":
+        raise InferenceError("The last message must be a user message.", ErrorCode.INVALID_PARENT)
+    now = utcnow()
+    chat = Chat(
+        id=new_id(),
+        user_id=None,
+        api_key_id=key_id,
+        hidden=True,
+        allow_data_use=False,
+        system_prompt=system or None,
+        deleted=False,
+        created_at=now,
+        modified_at=now,
+    )
+    session.add(chat)
+    session.flush()
+    parent: str | None = None
+    for turn in turns:
+        row = Message(
+            id=new_id(),
+            chat_id=chat.id,
+            parent_id=parent,
+            role=Role(turn.role).value,
+            content=turn.text(),
+            state=(MessageState.manual if turn.role == "user" else MessageState.complete).value,
+            score=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+        )
+        session.add(row)
+        session.flush()
+        parent = row.id
+    ids = [new_id() for _ in range(req.n)]
+    session.add_all(
+        Message(
+            id=i,
+            chat_id=chat.id,
+            parent_id=parent,
+            role=Role.assistant.value,
+            content="",
+            state=MessageState.pending.value,
+            model=req.model,
+            sampling=sampling.model_dump(mode="json"),
+            score=0,
+            draft_group=ids[0] if req.n > 1 else None,
+            prompt_tokens=0,
+            completion_tokens=0,
+            created_at=now,
+            queued_at=now,
+        )
+        for i in ids
+    )
+    session.flush()
+    return ids
+
+
+def _drop_chat_of(session: Session, message_id: str) -> None:
+    """Take back a /v1 request's chat whose work the full queue refused."""
+    row = session.get(Message, message_id)
+    if row is None:
+        return
+    chat_id = row.chat_id
+    session.execute(update(Message).where(Message.chat_id == chat_id).values(parent_id=None))
+    session.execute(delete(Message).where(Message.chat_id == chat_id))
+    session.execute(delete(Chat).where(Chat.id == chat_id))
+
+
+async def submit(rt: Runtime, key_id: str, req: ChatCompletionRequest) -> list[str]:
+    await rt.check_model(req.model)
+    sampling = sampling_for(rt, req)
+    ids = await rt.db.awrite(lambda s: create_api_chat(s, key_id=key_id, req=req, sampling=sampling))
+    if not await rt.queue.push(req.model, ids, max_size=rt.settings.queue_max_size):
+        await rt.db.awrite(lambda s: _drop_chat_of(s, ids[0]))
+        raise rt.queue_full(req.model)
+    return ids
+
+
+async def _stop_unfinished(rt: Runtime, model: str, ids: list[str], done: set[str]) -> None:
+    with anyio.CancelScope(shield=True):
+        for message_id in ids:
+            if message_id not in done:
+                await rt.stop(message_id, model)
+
+
+def _raise_for(rows: list[Message]) -> None:
+    for row in rows:
+        if row.state in {MessageState.complete.value, MessageState.cancelled.value}:
+            continue
+        _code, _, text = (row.error or "").partition(": ")
+        if row.state == MessageState.timeout.value:
+            raise InferenceError(
+                text or "Timed out.", ErrorCode.GENERATION_TIMEOUT, HTTPStatus.GATEWAY_TIMEOUT
+            )
+        raise InferenceError(
+            text or "Generation failed.", ErrorCode.GENERATION_FAILED, HTTPStatus.BAD_GATEWAY
+        )
+
+
+async def _rows(rt: Runtime, ids: list[str]) -> list[Message]:
+    def load(s: Session) -> list[Message]:
+        rows = {m.id: m for m in s.scalars(select(Message).where(Message.id.in_(ids)))}
+        return [rows[i] for i in ids if i in rows]
+
+    return await rt.db.aread(load)
+
+
+def _usage(rows: list[Message]) -> dict[str, int]:
+    prompt = max((r.prompt_tokens for r in rows), default=0)
+    completion = sum(r.completion_tokens for r in rows)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def complete(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> dict[str, Any]:
+    """Wait for every choice, then answer in OpenAI's ``chat.completion`` shape."""
+    done: set[str] = set()
+    try:
+        for message_id in ids:
+            async for event in follow(rt, message_id, req.model, pending=False):
+                if event.get("event_type") in FINAL_EVENTS:
+                    done.add(message_id)
+    finally:
+        if len(done) < len(ids):
+            await _stop_unfinished(rt, req.model, ids, done)
+    rows = await _rows(rt, ids)
+    _raise_for(rows)
+    return {
+        "id": f"chatcmpl-{ids[0]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": row.content},
+                "finish_reason": _finish_reason(row.finish_reason),
+                "logprobs": None,
+            }
+            for i, row in enumerate(rows)
+        ],
+        "usage": _usage(rows),
+    }
+
+
+def openai_error(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+async def stream(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> AsyncIterator[str]:
+    """``chat.completion.chunk`` events for every choice, then usage (if asked) and ``[DONE]``."""
+    completion_id, created = f"chatcmpl-{ids[0]}", int(time.time())
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": req.model,
+            "choices": choices,
+            **extra,
+        }
+        return sse(body)
+
+    merged: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+
+    async def pump(index: int, message_id: str) -> None:
+        async for event in follow(rt, message_id, req.model, pending=False):
+            await merged.put((index, event))
+
+    done: set[str] = set()
+    tasks = [asyncio.create_task(pump(i, m)) for i, m in enumerate(ids)]
+    try:
+        for i in range(len(ids)):
+            delta = {"role": "assistant", "content": ""}
+            yield chunk([{"index": i, "delta": delta, "finish_reason": None, "logprobs": None}])
+        while len(done) < len(ids):
+            index, event = await merged.get()
+            kind = event.get("event_type")
+            if event is KEEP_ALIVE:
+                yield ": keep-alive\n\n"
+            elif kind == "token":
+                choice = {"index": index, "delta": {"content": event["text"]}, "finish_reason": None}
+                yield chunk([choice])
+            elif kind == "message":
+                done.add(ids[index])
+                reason = _finish_reason(event["message"].get("finish_reason"))
+                yield chunk([{"index": index, "delta": {}, "finish_reason": reason, "logprobs": None}])
+            elif kind == "error":
+                done.add(ids[index])
+                code = str(event.get("error", "error"))
+                yield sse(openai_error(str(event.get("message", "")), code, "server_error"))
+                return
+        if req.stream_options and req.stream_options.include_usage:
+            yield chunk([], usage=_usage(await _rows(rt, ids)))
+        yield "data: [DONE]\n\n"
+    finally:
+        # shielded: this also runs when the client went away and this task is being cancelled
+        with anyio.CancelScope(shield=True):
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if len(done) < len(ids):
+                await _stop_unfinished(rt, req.model, ids, done)

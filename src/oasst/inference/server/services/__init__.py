@@ -1,0 +1,1 @@
+"""Domain logic of the inference server: functions over a SQLAlchemy session, no FastAPI."""

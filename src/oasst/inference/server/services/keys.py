@@ -1,0 +1,48 @@
+"""Worker and API keys: created once (the key is returned once), then only their hash is kept."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from oasst.inference.server.auth import KEY_KINDS, generate_key, hash_key
+from oasst.inference.server.errors import ErrorCode, InferenceError
+from oasst.inference.server.ids import new_id
+from oasst.inference.server.models import ApiKey
+
+
+def create_key(session: Session, *, kind: str, name: str) -> tuple[ApiKey, str]:
+    if kind not in KEY_KINDS:
+        raise InferenceError(f"kind must be one of {KEY_KINDS}.", ErrorCode.REQUEST_VALIDATION_FAILED)
+    key = generate_key(kind)
+    row = ApiKey(id=new_id(), name=name, kind=kind, key_hash=hash_key(key), enabled=True)
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def verify_key(session: Session, key: str, *, kind: str) -> ApiKey:
+    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).one_or_none()
+    if row is None or not row.enabled:
+        raise InferenceError("Unknown or disabled key.", ErrorCode.KEY_INVALID, HTTPStatus.UNAUTHORIZED)
+    if row.kind != kind:
+        raise InferenceError(
+            f"This is a {row.kind} key; this endpoint needs a {kind} key.",
+            ErrorCode.KEY_WRONG_KIND,
+            HTTPStatus.FORBIDDEN,
+        )
+    return row
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def set_key_enabled(session: Session, key_id: str, enabled: bool) -> ApiKey:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise InferenceError("No such key.", ErrorCode.NOT_FOUND, HTTPStatus.NOT_FOUND)
+    row.enabled = enabled
+    return row

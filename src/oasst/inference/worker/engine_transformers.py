@@ -1,0 +1,329 @@
+"""A Hugging Face causal LM in this process (CPU or GPU): the model directories training writes, or any
+hub model with a chat template.
+
+Each request runs its own token loop in a thread (torch releases the GIL), with its own KV cache and its
+own random generator, so concurrent requests neither share state nor each other's seeds. The loop — one
+forward pass per token over the cache, the logits processors of ``generate``, argmax or a draw — is what
+``model.generate`` does for one sequence; owning it gives exact stop, cancel and usage semantics: a
+cancel is seen before the next token, a stop string ends the loop the token it completes, and the counts
+are the tokens actually computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from oasst.inference.protocol import ChatTurn, FinishReason, SamplingParameters, Usage, WorkRequest
+from oasst.inference.worker.engines import EngineError, Finished, GenerationEvent, StopBuffer
+from oasst.inference.worker.truncation import ContextTooLong, fit_to_context
+
+__all__ = ["TransformersEngine"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = 2048
+
+
+class TransformersEngine:
+    kind = "transformers"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        model_name: str,
+        context_length: int | None = None,
+        max_parallel: int = 1,
+    ) -> None:
+        if max_parallel < 1:
+            raise ValueError("max_parallel must be at least 1")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.max_parallel = max_parallel
+        self.context_length = context_length or _context_length(model, tokenizer)
+        self.device = next(model.parameters()).device
+        if not getattr(tokenizer, "chat_template", None):
+            from oasst.data.prompt_format import CHAT_TEMPLATE
+
+            log.warning("%s has no chat template; using the oasst prompt format", model_name)
+            tokenizer.chat_template = CHAT_TEMPLATE
+        self.stop_token_ids = _stop_token_ids(model, tokenizer)
+        # only compute the last position's logits where the model supports it (most current ones do)
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._forward_kwargs: dict[str, Any] = {"use_cache": True}
+        if "logits_to_keep" in forward_parameters:
+            self._forward_kwargs["logits_to_keep"] = 1
+        # transformers 5.x renames past_key_values to cache (the old name warns)
+        self._cache_arg = "cache" if "cache" in forward_parameters else "past_key_values"
+        self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to call from two threads
+        self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="generate")
+
+    @classmethod
+    def load(
+        cls,
+        path: str,
+        *,
+        model_name: str | None = None,
+        device: str = "auto",
+        max_parallel: int = 1,
+        context_length: int | None = None,
+        threads: int | None = None,
+    ) -> TransformersEngine:
+        """Load a model directory (or hub id): GPU in bf16 when there is one, else CPU in fp32.
+
+        On CPU torch uses ``threads`` intra-op threads (default: ``OMP_NUM_THREADS``, else 1 — more threads
+        than free cores slows small models down many times).
+        """
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and (threads or "OMP_NUM_THREADS" not in os.environ):
+            torch.set_num_threads(threads or 1)
+        dtype = torch.float32
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            dtype = torch.bfloat16
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"cannot load a causal language model from {path!r}: {exc}") from exc
+        model.to(device)
+        model.eval()
+        name = model_name or Path(path.rstrip("/")).name or path
+        return cls(
+            model, tokenizer, model_name=name, context_length=context_length, max_parallel=max_parallel
+        )
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- prompt -------------------------------------------------------------------------------------------
+
+    def render(self, messages: Sequence[ChatTurn]) -> str:
+        """The conversation in the model's chat template, ending where the assistant's answer begins."""
+        return str(
+            self.tokenizer.apply_chat_template(
+                [{"role": m.role.value, "content": m.content} for m in messages],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+        )
+
+    def encode(self, text: str) -> list[int]:
+        with self._tokenizer_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def prompt_ids(self, request: WorkRequest) -> tuple[list[int], int]:
+        """The prompt's token ids, cut to fit the context, and the clamped ``max_new_tokens``."""
+
+        def keep_last(text: str, n: int) -> str:
+            return str(self.tokenizer.decode(self.encode(text)[-n:]))
+
+        try:
+            fitted = fit_to_context(
+                request.messages,
+                lambda msgs: len(self.encode(self.render(msgs))),
+                context_length=self.context_length,
+                max_new_tokens=request.sampling.max_new_tokens,
+                keep_last_tokens=keep_last,
+            )
+        except ContextTooLong as exc:
+            raise EngineError(str(exc)) from exc
+        if fitted.dropped_turns or fitted.cut_last_turn:
+            log.info("request %s: dropped %d old turns to fit the context", request.id, fitted.dropped_turns)
+        return self.encode(self.render(fitted.messages)), fitted.max_new_tokens
+
+    # -- generation ---------------------------------------------------------------------------------------
+
+    async def generate(
+        self, request: WorkRequest, cancel: threading.Event | None = None
+    ) -> AsyncIterator[GenerationEvent]:
+        cancel = cancel or threading.Event()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
+
+        def emit(event: GenerationEvent | BaseException) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        def work() -> None:
+            try:
+                input_ids, max_new_tokens = self.prompt_ids(request)
+                emit(self.run(input_ids, request.sampling, max_new_tokens, cancel, emit))
+            except BaseException as exc:
+                emit(exc)
+
+        future = self._pool.submit(work)
+        finished = False
+        try:
+            while not finished:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    finished = True
+                    raise event
+                finished = isinstance(event, Finished)
+                yield event
+        finally:
+            if not finished:  # the consumer went away early: stop the loop before its next token
+                cancel.set()
+                future.cancel()
+
+    def run(
+        self,
+        input_ids: list[int],
+        sampling: SamplingParameters,
+        max_new_tokens: int,
+        cancel: threading.Event,
+        emit: Callable[[str], None],
+    ) -> Finished:
+        """The token loop (blocking): emits text pieces and returns how it finished."""
+        import torch
+
+        greedy = not sampling.do_sample or sampling.temperature == 0
+        processors = _logits_processors(sampling, greedy)
+        generator = None
+        if not greedy:
+            generator = torch.Generator(device=self.device)
+            if sampling.seed is not None:
+                generator.manual_seed(sampling.seed)
+            else:
+                generator.seed()
+        stops = StopBuffer(sampling.stop)
+        detok = _Detokenizer(self.tokenizer)
+        prompt = torch.tensor([input_ids], device=self.device)
+        all_ids = prompt
+        next_input = prompt
+        generated = 0
+        reason = FinishReason.length
+        with torch.inference_mode():
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            while generated < max_new_tokens:
+                if cancel.is_set():
+                    reason = FinishReason.cancelled
+                    break
+                out = self.model(input_ids=next_input, **{self._cache_arg: cache}, **self._forward_kwargs)
+                scores = out.logits[:, -1, :].float()
+                if processors:
+                    scores = processors(all_ids, scores)
+                if greedy:
+                    token = scores.argmax(dim=-1, keepdim=True)
+                else:
+                    probs = torch.softmax(scores, dim=-1)
+                    token = torch.multinomial(probs, 1, generator=generator)
+                generated += 1
+                token_id = int(token)
+                if token_id in self.stop_token_ids:
+                    reason = FinishReason.stop
+                    break
+                all_ids = torch.cat([all_ids, token], dim=-1)
+                next_input = token
+                piece = stops.push(detok.add(token_id))
+                if piece:
+                    emit(piece)
+                if stops.stopped:
+                    reason = FinishReason.stop
+                    break
+        if not stops.stopped:
+            rest = stops.push(detok.flush()) + stops.flush()
+            if rest:
+                emit(rest)
+        return Finished(reason, Usage(prompt_tokens=len(input_ids), completion_tokens=generated))
+
+
+class _Detokenizer:
+    """Incremental decoding that gives the same text as decoding all ids at once.
+
+    A piece is released only once it is stable: decoded with a few tokens of left context (so tokenizers
+    that mark word starts, like SentencePiece, space correctly) and not ending in a partial UTF-8 character.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # start of the context window
+        self.read = 0  # ids before this are already released
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return after[len(before) :]
+
+    def flush(self) -> str:
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return after[len(before) :] if len(after) > len(before) else ""
+
+
+def _logits_processors(sampling: SamplingParameters, greedy: bool) -> Any:
+    """The processors ``generate`` would apply, in its order (penalty first, then the sampling warpers)."""
+    from transformers.generation import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if sampling.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+    if greedy:
+        return processors
+    if sampling.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.top_k > 0:
+        processors.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1.0:
+        processors.append(TopPLogitsWarper(sampling.top_p))
+    if sampling.typical_p < 1.0:
+        processors.append(TypicalLogitsWarper(sampling.typical_p))
+    return processors
+
+
+def _context_length(model: Any, tokenizer: Any) -> int:
+    for value in (
+        getattr(model.config, "max_position_embeddings", None),
+        getattr(model.config, "n_positions", None),
+        getattr(tokenizer, "model_max_length", None),
+    ):
+        if isinstance(value, int) and 0 < value < 10_000_000:
+            return value
+    return DEFAULT_CONTEXT
+
+
+def _stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """End of sequence, and the oasst role markers: a model that opens a new turn has finished its own."""
+    from oasst.data.prompt_format import SPECIAL_TOKENS
+
+    ids: set[int] = set()
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    for value in (eos if isinstance(eos, list) else [eos], [tokenizer.eos_token_id]):
+        ids.update(v for v in value if isinstance(v, int))
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in SPECIAL_TOKENS if t in vocab)
+    return frozenset(ids)

@@ -1,0 +1,159 @@
+"""The /v1 API driven by the official ``openai`` client against a live server and scripted workers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+import httpx
+import openai
+import pytest
+
+from oasst.inference.server.settings import Settings
+from tests.inference.conftest import MODEL, Keys, ScriptedWorker, bearer, wait_for, workers
+
+ServerFactory = Callable[[Settings], AbstractContextManager[str]]
+
+
+@pytest.fixture
+def url(settings: Settings, server_factory: ServerFactory) -> Iterator[str]:
+    with server_factory(settings) as base:
+        yield base
+
+
+_clients: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
+def _client(url: str, key: str) -> openai.OpenAI:
+    _clients.append(openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30))
+    return _clients[-1]
+
+
+def test_completion_with_and_without_streaming(url: str, keys: Keys) -> None:
+    client = _client(url, keys.api)
+    with workers(ScriptedWorker(url, keys.worker, max_parallel=2)) as (worker,):
+        assert [m.id for m in client.models.list()] == [MODEL]
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Greet the world."},
+            ],
+            max_tokens=20,
+            temperature=0.3,
+            top_p=0.9,
+            seed=7,
+        )
+        assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion"
+        assert reply.choices[0].message.content == "Hello, world!"
+        assert reply.choices[0].finish_reason == "stop"
+        assert reply.usage is not None
+        assert (reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.usage.total_tokens) == (
+            12,
+            4,
+            16,
+        )
+        request = worker.requests[0]
+        assert [t.role for t in request.messages] == ["system", "user", "assistant", "user"]
+        assert request.sampling.max_new_tokens == 20 and request.sampling.seed == 7
+        assert request.sampling.temperature == 0.3 and request.sampling.top_p == 0.9
+
+        stream = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Stream it."}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "Hello, world!"
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finishes == ["stop"]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+
+
+def test_n_choices_stop_sequences_and_greedy(url: str, keys: Keys) -> None:
+    client = _client(url, keys.api)
+    with workers(ScriptedWorker(url, keys.worker, max_parallel=2)) as (worker,):
+        reply = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], n=2, stop=[" world"], temperature=0
+        )
+        assert [c.index for c in reply.choices] == [0, 1]
+        # the stop string ends the text (the worker is told, and the server makes sure)
+        assert [c.message.content for c in reply.choices] == ["Hello,", "Hello,"]
+        assert all(r.sampling.stop == [" world"] and r.sampling.do_sample is False for r in worker.requests)
+        stream = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], n=2, stream=True
+        )
+        texts = {0: "", 1: ""}
+        for chunk in stream:
+            for choice in chunk.choices:
+                texts[choice.index] += choice.delta.content or ""
+        assert texts == {0: "Hello, world!", 1: "Hello, world!"}
+
+
+def test_errors_in_openai_shape(url: str, keys: Keys) -> None:
+    with pytest.raises(openai.AuthenticationError) as bad_key:
+        _client(url, "oia_not-a-key").models.list()
+    assert bad_key.value.code == "key_invalid"
+    with pytest.raises(openai.PermissionDeniedError):
+        _client(url, keys.worker).models.list()
+    client = _client(url, keys.api)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "Hi"}])
+    assert unknown.value.code == "model_unknown"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "assistant", "content": "Hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[])
+    with workers(ScriptedWorker(url, keys.worker, fail_with="engine exploded")):
+        with pytest.raises(openai.APIStatusError) as failed:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+        assert failed.value.status_code == 502
+        with pytest.raises(openai.APIError, match="engine exploded"):
+            list(
+                client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+                )
+            )
+
+
+def test_api_timeout_and_queue_full(settings: Settings, server_factory: ServerFactory, keys: Keys) -> None:
+    limited = settings.model_copy(update={"queue_wait_timeout_s": 0.3, "queue_max_size": 1})
+    with server_factory(limited) as url:
+        client = _client(url, keys.api)
+        with pytest.raises(openai.APIStatusError) as timed_out:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+        assert timed_out.value.status_code == 504
+        with pytest.raises(openai.APIStatusError) as full:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], n=2)
+        assert full.value.status_code == 503 and full.value.response.headers["Retry-After"]
+        assert full.value.code == "queue_full"
+
+
+def test_streaming_client_that_leaves_cancels_its_work(url: str, keys: Keys) -> None:
+    with workers(ScriptedWorker(url, keys.worker, hold_after=1)) as (worker,):
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+        with (
+            httpx.Client(base_url=url, headers=bearer(keys.api), timeout=30) as http,
+            http.stream("POST", "/v1/chat/completions", json=body) as r,
+        ):
+            for line in r.iter_lines():
+                if '"content":"Hello"' in line:
+                    break
+        # nobody can read the rest of a /v1 answer: the work is stopped and the slot freed
+        wait_for(lambda: len(worker.cancels) == 1, what="CancelWork")
+        worker.release()
+        reply = _client(url, keys.api).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Again"}]
+        )
+        assert reply.choices[0].message.content == "Hello, world!"
