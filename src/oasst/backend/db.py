@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, create_engine, event, select, text
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import MessageTreeState
 from oasst.backend.settings import Settings
+from oasst.sqlkit import make_service_engine
 
 T = TypeVar("T")
 
@@ -32,41 +33,14 @@ _RETRYABLE_PG_CODES = {"40001", "40P01"}
 
 
 def make_engine(settings: Settings) -> Engine:
-    """Create the engine for ``settings.database_url`` with the pragmas/isolation oasst relies on."""
-    url = settings.database_url
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _configure_sqlite(engine)
-        return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        # no pre-ping (a round trip per transaction): a connection found dead mid-transaction is
-        # invalidated by SQLAlchemy and the transaction is retried on a fresh one (run_transaction)
-        pool_recycle=3600,
-        isolation_level="READ COMMITTED",
+    """Create the engine for ``settings.database_url`` with the pragmas/isolation oasst relies on.
+
+    No pre-ping on PostgreSQL (a round trip per transaction): a connection found dead mid-transaction is
+    invalidated by SQLAlchemy and the transaction is retried on a fresh one (:func:`run_transaction`).
+    """
+    return make_service_engine(
+        settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # writers take the write lock up front (no lock upgrades, no deadlocks); readers don't block
-        read_only = conn.get_execution_options().get("oasst_read_only", False)
-        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from oasst.sqlkit import upgrade_schema
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -21,13 +22,7 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database behind ``engine`` to ``revision``."""
-    cfg = alembic_config()
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # several server processes start at once: one migrates, the others wait and find it done
-            connection.execute(text("SELECT pg_advisory_xact_lock(7152651)"))
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    upgrade_schema(engine, MIGRATIONS_DIR, lock="backend", revision=revision)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -11,12 +11,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from oasst.sqlkit import make_service_engine, upgrade_schema
 from oasst.web.accounts.models import Account, Identity, LoginToken, Role
 
 OAUTH_PROVIDERS = ("discord", "github", "google")
@@ -68,19 +68,8 @@ def hash_token(raw: str) -> str:
 
 
 def make_account_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_size=5, max_overflow=10)
+    # the store's transactions are short and mostly single statements: SQLite's default deferred BEGIN
+    return make_service_engine(url, sqlite_begin_immediate=False)
 
 
 class AccountStore:
@@ -92,17 +81,7 @@ class AccountStore:
 
     def migrate(self) -> None:
         """Bring the account tables to the newest revision (their own Alembic history)."""
-        from alembic import command
-        from alembic.config import Config
-        from sqlalchemy import text
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(7152652)"))
-            cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "head")
+        upgrade_schema(self.engine, MIGRATIONS_DIR, lock="web")
 
     # -- reads -----------------------------------------------------------------------------------
 
