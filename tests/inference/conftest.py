@@ -248,7 +248,9 @@ class ScriptedWorker:
         async with connect(self.url, additional_headers=headers, ping_interval=None, proxy=None) as ws:
             self._ws = ws
             hello = WorkerHello(model=self.model, max_parallel=self.max_parallel, engine="scripted")
-            await ws.send(hello.model_dump_json())
+            # refused before the hello went out: the refusal frame is still there to read
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(hello.model_dump_json())
             pinger = asyncio.create_task(self._ping(ws))
             tasks: set[asyncio.Task[None]] = set()
             self._connected.set()
@@ -275,10 +277,13 @@ class ScriptedWorker:
                     task.cancel()
 
     async def _ping(self, ws: Any) -> None:
-        while True:
-            await asyncio.sleep(self.ping_interval)
-            if not self._frozen:
-                await ws.send(Ping().model_dump_json())
+        from websockets.exceptions import ConnectionClosed
+
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(self.ping_interval)
+                if not self._frozen:
+                    await ws.send(Ping().model_dump_json())
 
     async def _generate(self, ws: Any, request: WorkRequest) -> None:
         self.active.add(request.id)

@@ -39,9 +39,9 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:
     from rich.markup import escape
 
     err = err_console()
-    err.print(f"[bold red]Error:[/] {escape(message)}")
+    err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)  # paths stay whole, copyable
     if hint:
-        err.print(f"[yellow]→[/] {escape(hint)}")
+        err.print(f"[yellow]→[/] {escape(hint)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
