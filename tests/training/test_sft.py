@@ -19,11 +19,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from oasst.data import read_message_trees  # noqa: E402
 from oasst.data.prompt_format import CHAT_TEMPLATE  # noqa: E402
 from oasst.training.bootstrap import BootstrapConfig, bootstrap, texts_from_export  # noqa: E402
+from oasst.training.collators import PackedRowsCollator  # noqa: E402
 from oasst.training.common import ConfigError, load_config, read_model_card  # noqa: E402
 from oasst.training.datasets import sft_records  # noqa: E402
 from oasst.training.datasets_io import write_records  # noqa: E402
@@ -126,32 +128,117 @@ def test_assistant_only_loss_off_trains_every_token(tiny_model: Path, tmp_path: 
     assert torch.equal(batch["labels"], batch["input_ids"])
 
 
-def test_packed_conversations_do_not_see_each_other(tiny_model: Path, tmp_path: Path) -> None:
-    conversations = [
-        CONVERSATION,
-        [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}],
-        [{"role": "user", "content": "Say something nice."}, {"role": "assistant", "content": "You matter."}],
-    ]
-    records = [{"messages": c} for c in conversations]
+PACKED_CONVERSATIONS = [
+    CONVERSATION,
+    [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}],
+    [{"role": "user", "content": "Say something nice."}, {"role": "assistant", "content": "You matter."}],
+    [
+        {"role": "user", "content": "What do cats like to eat?"},
+        {"role": "assistant", "content": "Most cats like fish and chicken."},
+        {"role": "user", "content": "And dogs?"},
+        {"role": "assistant", "content": "Dogs eat almost anything."},
+    ],
+    [{"role": "user", "content": "Count to three."}, {"role": "assistant", "content": "One, two, three."}],
+]
+
+
+def _segments(positions: Any) -> list[tuple[int, int]]:
+    """(start, end) of every block of restarting positions in one row."""
+    starts = (positions == 0).nonzero().flatten().tolist()
+    return list(zip(starts, [*starts[1:], len(positions)], strict=True))
+
+
+def _unpacked_labels(tiny_model: Path, tmp_path: Path, records: list[dict[str, Any]]) -> tuple[Any, dict]:
+    """The unpacked trainer, and its per-token labels of every conversation, keyed by its token ids."""
+    plain = _trainer(tiny_model, tmp_path, records)
+    batch = plain.data_collator([plain.train_dataset[i] for i in range(len(records))])
+    labels = {}
+    for ids, mask, lab in zip(batch["input_ids"], batch["attention_mask"], batch["labels"], strict=True):
+        labels[tuple(ids[mask == 1].tolist())] = lab[mask == 1]
+    return plain, labels
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_rows_keep_conversations_apart(tiny_model: Path, tmp_path: Path, attention: str) -> None:
+    """The default packing without FlashAttention: ``[batch, row]`` batches, positions restarting per
+    conversation. Each conversation's logits are those it has alone; its labels are the unpacked ones."""
+    records = [{"messages": c} for c in PACKED_CONVERSATIONS]
+    packed = _trainer(
+        tiny_model, tmp_path, records, packing=True, max_length=80, attn_implementation=attention
+    )
+    assert isinstance(packed.data_collator, PackedRowsCollator)
+    rows = [packed.train_dataset[i] for i in range(len(packed.train_dataset))]
+    assert len(rows) >= 2 and any(len(r["seq_lengths"]) > 1 for r in rows)
+    batch = packed.data_collator(rows)
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == len(rows)
+    assert len({len(r["input_ids"]) for r in rows}) > 1  # a shorter row is padded
+    model = packed.model.eval()
+    plain, unpacked_labels = _unpacked_labels(tiny_model, tmp_path, records)
+
+    with torch.no_grad():
+        together = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+        # the check has teeth: the same rows with running positions let later conversations look back
+        running = torch.arange(batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
+        leaky = model(input_ids=batch["input_ids"], position_ids=running, use_cache=False).logits
+        seen = 0
+        for index, row in enumerate(rows):
+            segments = _segments(batch["position_ids"][index])
+            assert [end - start for start, end in segments[: len(row["seq_lengths"])]] == row["seq_lengths"]
+            for number, (start, end) in enumerate(segments[: len(row["seq_lengths"])]):
+                ids = batch["input_ids"][index, start:end]
+                alone = model(input_ids=ids[None], use_cache=False).logits[0]
+                assert (together[index, start:end] - alone).abs().max() <= 1e-5
+                if number > 0:
+                    assert (leaky[index, start:end] - alone).abs().max() > 1e-3
+                # the labels are the unpacked path's: assistant replies and their eos only
+                assert torch.equal(batch["labels"][index, start:end], unpacked_labels[tuple(ids.tolist())])
+                seen += 1
+            assert bool((batch["labels"][index, sum(row["seq_lengths"]) :] == -100).all())  # padding
+        assert seen == len(records)
+
+        # so the packed loss is the loss of the same conversations padded in one batch
+        padded = plain.data_collator([plain.train_dataset[i] for i in range(len(records))])
+        packed_loss = packed.compute_loss(model, dict(batch))
+        padded_loss = plain.compute_loss(plain.model.eval(), dict(padded))
+    torch.testing.assert_close(packed_loss, padded_loss, atol=1e-5, rtol=1e-5)
+
+
+def test_flash_attention_keeps_trls_flattened_packing(tiny_model: Path, tmp_path: Path) -> None:
+    cfg = settings(tiny_model, [], tmp_path / "out", report_to=["none"], packing=True, max_length=256)
+    model, tokenizer, added = load_model_and_tokenizer(cfg)
+    model.config._attn_implementation = "flash_attention_2"  # only what the choice reads: no kernel on a CPU
+    trainer = build_trainer(cfg, model, tokenizer, [{"messages": c} for c in PACKED_CONVERSATIONS], [], added)
+    assert isinstance(trainer.data_collator, DataCollatorForLanguageModeling)
+    assert trainer.data_collator.padding_free
+    unpacked = _trainer(tiny_model, tmp_path, [{"messages": CONVERSATION}], packing=False)
+    assert not isinstance(unpacked.data_collator, PackedRowsCollator)
+
+
+def test_flattened_packing_keeps_conversations_apart(tiny_model: Path, tmp_path: Path) -> None:
+    """TRL's padding-free layout (what FlashAttention gets), here under sdpa: one flattened sequence."""
+    records = [{"messages": c} for c in PACKED_CONVERSATIONS[:3]]
     packed = _trainer(tiny_model, tmp_path, records, packing=True, max_length=256)
     assert len(packed.train_dataset) == 1  # all three share one row
-    row = packed.data_collator([packed.train_dataset[0]])
+    flatten = DataCollatorForLanguageModeling(
+        pad_token_id=packed.data_collator.pad_token_id, padding_free=True
+    )
+    row = flatten([packed.train_dataset[0]])
     positions = row["position_ids"][0]
-    starts = (positions == 0).nonzero().flatten().tolist()
-    assert len(starts) == 3
+    segments = _segments(positions)
+    assert len(segments) == 3
 
     model = packed.model.eval()
     tokenizer = packed.processing_class
     inputs = {k: v for k, v in row.items() if k != "labels"}
     with torch.no_grad():
         together = model(**inputs, use_cache=False).logits[0]  # what the trainer's forward computes
-        ends = [*starts[1:], len(positions)]
-        for start, end in zip(starts, ends, strict=True):
+        for start, end in segments:
             alone = model(input_ids=row["input_ids"][:, start:end]).logits[0]
             torch.testing.assert_close(together[start:end], alone, atol=1e-4, rtol=1e-4)
         # the check has teeth: the same row with running positions lets later conversations look back
         running = model(input_ids=row["input_ids"], use_cache=False).logits[0]
-        assert not torch.allclose(running[starts[1] :], together[starts[1] :], atol=1e-3)
+        later = segments[1][0]
+        assert not torch.allclose(running[later:], together[later:], atol=1e-3)
 
         # and the packed loss is the loss of the same conversations padded in one batch
         plain = _trainer(tiny_model, tmp_path, records)

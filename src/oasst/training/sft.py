@@ -10,8 +10,10 @@ every assistant reply (with its end-of-sequence token) the only tokens that carr
 Options:
 
 * ``packing``: several conversations share one row (best-fit decreasing); ``position_ids`` restart at
-  every conversation and the attention is block-diagonal, so no conversation sees another (FlashAttention
-  uses the sequence boundaries; sdpa/eager get a block mask from the position ids).
+  every conversation and the attention is block-diagonal, so no conversation sees another. With
+  FlashAttention TRL flattens the batch into one sequence and the kernel uses the sequence boundaries; with
+  sdpa/eager the rows stay ``[batch, max_length]`` (`oasst.training.collators.PackedRowsCollator`) and each
+  row gets a block-diagonal mask from its position ids.
 * ``lora``: LoRA adapters (peft) instead of full fine-tuning; by default merged into the base weights when
   saving, so the output is a plain model directory. Rows of tokens that the prompt format added to the
   vocabulary are trained too.
@@ -330,6 +332,7 @@ def build_trainer(
     from trl import SFTTrainer
 
     from oasst.training.callbacks import use_rich_progress
+    from oasst.training.collators import PackedRowsCollator, uses_flash_attention
 
     def conversations(records: list[dict[str, Any]]) -> Any:
         return Dataset.from_list([{"messages": r["messages"]} for r in records])
@@ -343,6 +346,11 @@ def build_trainer(
         processing_class=tokenizer,
         peft_config=lora_config(cfg, new_token_ids or []) if cfg.lora else None,
     )
+    if cfg.packing and not uses_flash_attention(model):
+        # TRL flattens a packed batch into one sequence, which only FlashAttention's varlen kernels handle
+        # cheaply; sdpa/eager would get one mask over the whole batch. Keep the rows apart instead. (TRL
+        # refuses a collator of ours with packing, so it is swapped in; its dataloaders are built later.)
+        trainer.data_collator = PackedRowsCollator(pad_token_id=tokenizer.pad_token_id)  # set by TRL
     use_rich_progress(trainer, "SFT")
     return trainer
 
