@@ -286,6 +286,45 @@ def test_output_dir_loads_and_chats_in_transformers(trained: Path) -> None:
     assert output.shape[1] > prompt["input_ids"].shape[1]
 
 
+def test_the_inference_worker_serves_the_trained_directory(trained: Path) -> None:
+    """What SFT wrote is what a worker serves: the engine answers through the stored chat template, and
+    greedy decoding gives the same text as transformers' own generate on the same prompt."""
+    import asyncio
+
+    from oasst.inference.protocol import ChatTurn, Role, SamplingParameters, WorkRequest
+    from oasst.inference.worker.engines import collect, make_engine
+
+    engine = make_engine(model=str(trained), name="sft-test")
+    request = WorkRequest(
+        id="m1",
+        model="sft-test",
+        messages=[ChatTurn(role=Role.user, content="What is a cat?")],
+        sampling=SamplingParameters(max_new_tokens=8, do_sample=False, temperature=0, repetition_penalty=1.0),
+    )
+
+    async def serve() -> str:
+        await engine.start()
+        try:
+            text, _pieces, finished = await collect(engine, request)
+        finally:
+            await engine.aclose()
+        assert finished.usage.completion_tokens >= 1
+        return text
+
+    served = asyncio.run(serve())
+    tokenizer = AutoTokenizer.from_pretrained(trained)
+    model = AutoModelForCausalLM.from_pretrained(trained)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is a cat?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    output = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    direct = tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert served == direct.split(EOS)[0]
+
+
 def test_an_existing_model_is_not_overwritten_unasked(trained: Path, records_file: Path) -> None:
     before = (trained / "model.safetensors").read_bytes()
     with pytest.raises(ValueError, match=r"already holds a model.*overwrite=true"):
