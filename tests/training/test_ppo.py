@@ -193,6 +193,8 @@ def test_training_raises_the_reward_of_sampled_replies(setup: dict[str, Path]) -
     metrics = (read_model_card(out) or {})["metrics"]
     assert all(math.isfinite(v) for v in metrics.values())
     assert metrics["score_last"] > metrics["score_first"] + 0.1, metrics
-    # the policy moved away from the reference, and the controller saw it below target (6): β went down
-    assert metrics["kl_last"] > 0
+    # the policy moved away from the reference while the KL penalty kept it near: the KL stays within a
+    # small multiple of the controller's target (it was ~11 nats here, with β adapting from 0.05)
+    assert cfg.target_kl is not None
+    assert 0 < metrics["kl_last"] < 3 * cfg.target_kl, metrics
     assert metrics["beta_last"] != cfg.init_kl_coef
