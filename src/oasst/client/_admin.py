@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import TypeAdapter
 
-from oasst.client._base import BackendBase, dump, query, root_header, unexpected, user_header
+from oasst.client._base import BackendBase, dump, query, root_header, user_header
 from oasst.protocol.admin import (
     ApiClientResponse,
     CreateApiClientRequest,
@@ -214,7 +214,7 @@ class AdminApi(BackendBase):
         if isinstance(data, dict) and isinstance(data.get("api_key"), str):
             data = data["api_key"]
         if not isinstance(data, str) or not data:
-            raise unexpected(200, "API key", data)
+            raise self._unexpected(200, "API key", data)
         return data
 
     async def list_api_clients(self, root_token: str) -> list[ApiClientResponse]:
@@ -241,5 +241,5 @@ class AdminApi(BackendBase):
         """``GET /health`` (outside ``/api/v1``): liveness and version."""
         data = await self._call("GET", "/health", absolute=True, authenticate=False)
         if not isinstance(data, dict):
-            raise unexpected(200, "health", data)
+            raise self._unexpected(200, "health", data)
         return data

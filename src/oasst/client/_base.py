@@ -1,6 +1,6 @@
-"""The plumbing every part of :class:`~oasst.client.backend.BackendClient` shares: the connection, one
-``_call`` that sends a request and maps failures to :class:`~oasst.client.errors.OasstApiError`, one
-``_parse`` that reads an answer into a wire model, and the spelling of path segments and query values.
+"""The plumbing every client shares (:class:`ServiceClient`: the connection, one ``_request`` that maps
+failures to :class:`~oasst.client.errors.OasstApiError`, ``_parse`` into wire models), the backend's
+authentication (:class:`BackendBase`), and the spelling of path segments and query values.
 """
 
 from __future__ import annotations
@@ -31,13 +31,16 @@ def root_header(root_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {root_token}"}
 
 
-class BackendBase:
-    """A connection to one backend, authenticated with one API key (see ``BackendClient``)."""
+class ServiceClient:
+    """One connection to one oasst service: the pool, one ``_request`` that maps transport failures and
+    error answers to :class:`~oasst.client.errors.OasstApiError`, and reading answers into wire models.
+    ``BackendClient`` and ``InferenceClient`` add their authentication and their endpoints."""
+
+    SERVICE = "the service"  # how messages name the server ("Could not reach the backend")
 
     def __init__(
         self,
         base_url: str = "",
-        api_key: str | None = None,
         *,
         http: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -45,12 +48,9 @@ class BackendBase:
     ) -> None:
         if http is not None and transport is not None:
             raise ValueError("pass either http or transport, not both")
-        root = base_url.rstrip("/").removesuffix(API_PREFIX)
-        self.base_url = root
-        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(transport=transport, timeout=timeout)
-        self._prefix = root + API_PREFIX
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -72,6 +72,74 @@ class BackendBase:
 
     # -- plumbing --------------------------------------------------------------------------------
 
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """Send one request; a failure to connect, a timeout or an error answer raises ``OasstApiError``."""
+        try:
+            response = await self._http.request(method, url, json=json, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise OasstConnectionError(f"{method} {url} timed out: {exc}") from exc
+        except httpx.TransportError as exc:
+            where = self.base_url or self.SERVICE
+            raise OasstConnectionError(f"Could not reach {where}: {exc or type(exc).__name__}") from exc
+        if response.is_error:
+            raise _error_from_response(response)
+        return response
+
+    def _json(self, response: httpx.Response) -> Any:
+        """The answer's JSON body; ``None`` for 204 or an empty body."""
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise self._unexpected(response.status_code, "JSON", response.text) from exc
+
+    def _parse(self, model: type[BaseModel] | TypeAdapter[Any], data: Any, what: str) -> Any:
+        try:
+            if isinstance(model, TypeAdapter):
+                return model.validate_python(data)
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise self._unexpected(200, what, data, str(exc)) from exc
+
+    def _unexpected(self, status: int, what: str, data: Any, detail: str = "") -> OasstApiError:
+        shown = repr(data)
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
+        message = f"Unexpected answer from {self.SERVICE}: expected {what}, got {shown}"
+        if detail:
+            message += f" ({detail.splitlines()[0]})"
+        return OasstApiError(status, ApiErrorCode.GENERIC_ERROR, message)
+
+
+class BackendBase(ServiceClient):
+    """A connection to one backend, authenticated with one API key (see ``BackendClient``)."""
+
+    SERVICE = "the backend"
+
+    def __init__(
+        self,
+        base_url: str = "",
+        api_key: str | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(
+            base_url.rstrip("/").removesuffix(API_PREFIX), http=http, transport=transport, timeout=timeout
+        )
+        self._api_key = api_key
+        self._prefix = self.base_url + API_PREFIX
+
     async def _call(
         self,
         method: str,
@@ -87,30 +155,8 @@ class BackendBase:
         all_headers = dict(headers or {})
         if authenticate and self._api_key is not None:
             all_headers["X-API-Key"] = self._api_key
-        try:
-            response = await self._http.request(method, url, json=json, params=params, headers=all_headers)
-        except httpx.TimeoutException as exc:
-            raise OasstConnectionError(f"{method} {url} timed out: {exc}") from exc
-        except httpx.TransportError as exc:
-            where = self.base_url or "the backend"
-            raise OasstConnectionError(f"Could not reach {where}: {exc or type(exc).__name__}") from exc
-        if response.is_error:
-            raise _error_from_response(response)
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise unexpected(response.status_code, "JSON", response.text) from exc
-
-    @staticmethod
-    def _parse(model: type[BaseModel] | TypeAdapter[Any], data: Any, what: str) -> Any:
-        try:
-            if isinstance(model, TypeAdapter):
-                return model.validate_python(data)
-            return model.model_validate(data)
-        except ValidationError as exc:
-            raise unexpected(200, what, data, str(exc)) from exc
+        response = await self._request(method, url, headers=all_headers, json=json, params=params)
+        return self._json(response)
 
 
 def dump(model: BaseModel) -> Any:
@@ -142,16 +188,6 @@ def _query_value(value: Any) -> Any:
     if isinstance(value, UUID):
         return str(value)
     return value
-
-
-def unexpected(status: int, what: str, data: Any, detail: str = "") -> OasstApiError:
-    shown = repr(data)
-    if len(shown) > 200:
-        shown = shown[:200] + "..."
-    message = f"Unexpected answer from the backend: expected {what}, got {shown}"
-    if detail:
-        message += f" ({detail.splitlines()[0]})"
-    return OasstApiError(status, ApiErrorCode.GENERIC_ERROR, message)
 
 
 def _error_from_response(response: httpx.Response) -> OasstApiError:

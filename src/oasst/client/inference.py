@@ -26,14 +26,13 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import IntEnum
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from oasst.client._base import _error_from_response, query, segment
-from oasst.client.errors import ApiErrorCode, OasstApiError, OasstConnectionError
+from oasst.client._base import ServiceClient, _error_from_response, query, segment
+from oasst.client.errors import OasstConnectionError
 from oasst.inference.protocol import (
     AssistantMessages,
     ChatPage,
@@ -90,39 +89,14 @@ class ExportedChat:
     filename: str
 
 
-class InferenceClient:
+class InferenceClient(ServiceClient):
     """Async client of one inference server. ``base_url`` is its root (``http://host:8085``).
 
     Pass ``http`` to reuse an ``httpx.AsyncClient`` you own (it is not closed here), or ``transport`` to
     reach an in-process app (see :class:`StreamingASGITransport`).
     """
 
-    def __init__(
-        self,
-        base_url: str = "",
-        *,
-        http: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        if http is not None and transport is not None:
-            raise ValueError("pass either http or transport, not both")
-        self.base_url = base_url.rstrip("/")
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(transport=transport, timeout=timeout)
-
-    async def aclose(self) -> None:
-        """Close the connection pool (only if this client created it)."""
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
+    SERVICE = "the inference server"
 
     # -- chats -----------------------------------------------------------------------------------
 
@@ -138,7 +112,7 @@ class InferenceClient:
         """``GET /chats``: the user's chats, newest first; ``cursor`` is ``next`` of the previous page."""
         params = query(include_hidden=include_hidden, limit=limit, cursor=cursor, q=q or None)
         data = await self._call("GET", "/chats", as_user=as_user, params=params)
-        return _parse(ChatPage, data, "chat page")
+        return self._parse(ChatPage, data, "chat page")
 
     async def search_chats(
         self, q: str, *, as_user: str, limit: int = 20, cursor: str | None = None
@@ -149,18 +123,18 @@ class InferenceClient:
     async def create_chat(self, body: CreateChat | None = None, *, as_user: str) -> ChatRead:
         """``POST /chats``: a new empty chat (system prompt, custom instructions, data-use choice)."""
         data = await self._call("POST", "/chats", as_user=as_user, json=_dump(body or CreateChat()))
-        return _parse(ChatRead, data, "chat")
+        return self._parse(ChatRead, data, "chat")
 
     async def get_chat(self, chat_id: str, *, as_user: str) -> ChatWithMessages:
         """``GET /chats/{id}``: the chat with every message of its tree (oldest first)."""
         data = await self._call("GET", f"/chats/{segment(chat_id)}", as_user=as_user)
-        return _parse(ChatWithMessages, data, "chat")
+        return self._parse(ChatWithMessages, data, "chat")
 
     async def update_chat(self, chat_id: str, changes: UpdateChat, *, as_user: str) -> ChatRead:
         """``PATCH /chats/{id}``: only the fields set on ``changes`` change (title, hidden, data use ...)."""
         body = changes.model_dump(mode="json", exclude_unset=True)
         data = await self._call("PATCH", f"/chats/{segment(chat_id)}", as_user=as_user, json=body)
-        return _parse(ChatRead, data, "chat")
+        return self._parse(ChatRead, data, "chat")
 
     async def delete_chat(self, chat_id: str, *, as_user: str) -> None:
         """``DELETE /chats/{id}``: erase the chat's texts for good."""
@@ -189,7 +163,7 @@ class InferenceClient:
         parent again is an edit (a sibling branch)."""
         body = _dump(CreateUserMessage(parent_id=parent_id, content=content))
         data = await self._call("POST", f"/chats/{segment(chat_id)}/messages", as_user=as_user, json=body)
-        return _parse(MessageRead, data, "message")
+        return self._parse(MessageRead, data, "message")
 
     async def request_assistant_messages(
         self,
@@ -209,11 +183,11 @@ class InferenceClient:
         )
         path = f"/chats/{segment(chat_id)}/assistant-messages"
         data = await self._call("POST", path, as_user=as_user, json=_dump(body))
-        return _parse(AssistantMessages, data, "assistant messages").messages
+        return self._parse(AssistantMessages, data, "assistant messages").messages
 
     async def get_message(self, chat_id: str, message_id: str, *, as_user: str) -> MessageRead:
         path = f"/chats/{segment(chat_id)}/messages/{segment(message_id)}"
-        return _parse(MessageRead, await self._call("GET", path, as_user=as_user), "message")
+        return self._parse(MessageRead, await self._call("GET", path, as_user=as_user), "message")
 
     async def stream_events(
         self, chat_id: str, message_id: str, *, as_user: str
@@ -233,16 +207,17 @@ class InferenceClient:
                     try:
                         yield _EVENT.validate_json(data)
                     except ValidationError as exc:
-                        raise _unexpected(200, "stream event", data, str(exc)) from exc
+                        raise self._unexpected(200, "stream event", data, str(exc)) from exc
         except httpx.TimeoutException as exc:
             raise OasstConnectionError(f"GET {url} timed out: {exc}") from exc
         except httpx.TransportError as exc:
-            raise OasstConnectionError(_unreachable(self.base_url, exc)) from exc
+            where = self.base_url or self.SERVICE
+            raise OasstConnectionError(f"Could not reach {where}: {exc or type(exc).__name__}") from exc
 
     async def stop_message(self, chat_id: str, message_id: str, *, as_user: str) -> MessageRead:
         """``POST .../messages/{id}/stop``: stop generating, keeping the text so far (``cancelled``)."""
         path = f"/chats/{segment(chat_id)}/messages/{segment(message_id)}/stop"
-        return _parse(MessageRead, await self._call("POST", path, as_user=as_user), "message")
+        return self._parse(MessageRead, await self._call("POST", path, as_user=as_user), "message")
 
     async def vote(
         self, chat_id: str, message_id: str, score: Literal[-1, 0, 1], *, as_user: str
@@ -250,7 +225,7 @@ class InferenceClient:
         """``PUT .../messages/{id}/vote``: 👍 (1), 👎 (-1) or no vote (0) on an assistant message."""
         path = f"/chats/{segment(chat_id)}/messages/{segment(message_id)}/vote"
         data = await self._call("PUT", path, as_user=as_user, json=_dump(Vote(score=score)))
-        return _parse(MessageRead, data, "message")
+        return self._parse(MessageRead, data, "message")
 
     async def report(
         self, chat_id: str, message_id: str, report_type: ReportType | str, reason: str = "", *, as_user: str
@@ -260,20 +235,20 @@ class InferenceClient:
         path = f"/chats/{segment(chat_id)}/messages/{segment(message_id)}/reports"
         data = await self._call("POST", path, as_user=as_user, json=_dump(body))
         if not isinstance(data, dict) or not isinstance(data.get("id"), int):
-            raise _unexpected(201, "report id", data)
+            raise self._unexpected(201, "report id", data)
         return int(data["id"])
 
     async def pick_draft(self, chat_id: str, selected_id: str, *, as_user: str) -> list[MessageRead]:
         """``POST /chats/{id}/draft-picks``: the user chose this draft; the group's others were not chosen."""
         path = f"/chats/{segment(chat_id)}/draft-picks"
         data = await self._call("POST", path, as_user=as_user, json=_dump(DraftPick(selected_id=selected_id)))
-        return _parse(_MESSAGES, data, "draft group")
+        return self._parse(_MESSAGES, data, "draft group")
 
     # -- models ----------------------------------------------------------------------------------
 
     async def list_models(self, *, as_user: str) -> list[ModelInfo]:
         """``GET /models``: the models a user can chat with, with their sampling presets."""
-        return _parse(_MODELS, await self._call("GET", "/models", as_user=as_user), "models")
+        return self._parse(_MODELS, await self._call("GET", "/models", as_user=as_user), "models")
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -286,16 +261,9 @@ class InferenceClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        url = self.base_url + path
-        try:
-            response = await self._http.request(method, url, json=json, params=params, headers=_auth(as_user))
-        except httpx.TimeoutException as exc:
-            raise OasstConnectionError(f"{method} {url} timed out: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise OasstConnectionError(_unreachable(self.base_url, exc)) from exc
-        if response.is_error:
-            raise _error_from_response(response)
-        return response
+        return await self._request(
+            method, self.base_url + path, headers=_auth(as_user), json=json, params=params
+        )
 
     async def _call(
         self,
@@ -306,13 +274,7 @@ class InferenceClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
     ) -> Any:
-        response = await self._send(method, path, as_user=as_user, json=json, params=params)
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise _unexpected(response.status_code, "JSON", response.text) from exc
+        return self._json(await self._send(method, path, as_user=as_user, json=json, params=params))
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -323,28 +285,6 @@ def _auth(token: str) -> dict[str, str]:
 
 def _dump(model: BaseModel) -> Any:
     return model.model_dump(mode="json")
-
-
-def _parse(model: type[BaseModel] | TypeAdapter[Any], data: Any, what: str) -> Any:
-    try:
-        if isinstance(model, TypeAdapter):
-            return model.validate_python(data)
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise _unexpected(200, what, data, str(exc)) from exc
-
-
-def _unexpected(status: int, what: str, data: Any, detail: str = "") -> OasstApiError:
-    shown = repr(data)
-    shown = shown[:200] + "..." if len(shown) > 200 else shown
-    message = f"Unexpected answer from the inference server: expected {what}, got {shown}"
-    if detail:
-        message += f" ({detail.splitlines()[0]})"
-    return OasstApiError(status, ApiErrorCode.GENERIC_ERROR, message)
-
-
-def _unreachable(base_url: str, exc: Exception) -> str:
-    return f"Could not reach {base_url or 'the inference server'}: {exc or type(exc).__name__}"
 
 
 def _filename(response: httpx.Response) -> str | None:
