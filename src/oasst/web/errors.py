@@ -7,8 +7,11 @@ up in docs/backend/errors.md.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable
 from http import HTTPStatus
+from typing import TypeVar
 
+from oasst.client import OasstApiError
 from oasst.web.i18n import gettext as _
 
 
@@ -58,3 +61,17 @@ def invalid(message: str) -> WebError:
 
 def not_found(message: str | None = None) -> WebError:
     return WebError(HTTPStatus.NOT_FOUND, WebErrorCode.NOT_FOUND, message or _("Not found."))
+
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+async def unless_missing(call: Awaitable[T], default: D) -> T | D:
+    """The backend's answer, or ``default`` when it says 404 (no stats yet, no rank, no state row)."""
+    try:
+        return await call
+    except OasstApiError as exc:
+        if exc.status == HTTPStatus.NOT_FOUND:
+            return default
+        raise

@@ -15,6 +15,7 @@ from oasst.protocol.common import CreateFrontendUserRequest
 from oasst.protocol.stats import UserScore
 from oasst.web.accounts.store import AccountView
 from oasst.web.deps import AccountDep, BackendDep, CsrfDep, StoreDep, backend_user, backend_user_id
+from oasst.web.errors import unless_missing
 from oasst.web.i18n import gettext as _
 from oasst.web.routes.leaderboard import time_frame_names
 from oasst.web.templating import render
@@ -77,12 +78,7 @@ async def _account_page(
 
 
 async def _stats(backend: BackendClient, user_id: UUID) -> dict[str, UserScore]:
-    try:
-        return await backend.user_stats(user_id)
-    except OasstApiError as exc:
-        if exc.status == HTTPStatus.NOT_FOUND:
-            return {}
-        raise
+    return await unless_missing(backend.user_stats(user_id), {})
 
 
 @router.post("/account/name")

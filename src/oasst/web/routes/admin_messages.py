@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
-from oasst.client import BackendClient, OasstApiError
+from oasst.client import BackendClient
 from oasst.protocol.common import Message, MessageTreeStateResponse
 from oasst.web.deps import BackendDep, CsrfDep, ModeratorDep, backend_user, backend_user_id
-from oasst.web.errors import invalid
+from oasst.web.errors import invalid, unless_missing
 from oasst.web.routes.admin_common import PAGE_SIZE, done_redirect, notice
 from oasst.web.templating import render
 
@@ -82,12 +81,7 @@ async def messages_list(
 
 
 async def _tree_state(backend: BackendClient, message_id: UUID) -> MessageTreeStateResponse | None:
-    try:
-        return await backend.get_tree_state(message_id)
-    except OasstApiError as exc:
-        if exc.status == HTTPStatus.NOT_FOUND:  # a message whose tree has no state row (old imports)
-            return None
-        raise
+    return await unless_missing(backend.get_tree_state(message_id), None)
 
 
 @router.get("/admin/messages/{message_id}")

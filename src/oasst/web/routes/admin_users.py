@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Annotated
 from uuid import UUID
 
@@ -18,14 +17,14 @@ import anyio
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
-from oasst.client import BackendClient, OasstApiError
+from oasst.client import BackendClient
 from oasst.protocol.common import FrontEndUser
 from oasst.protocol.stats import UserScore
 from oasst.web.accounts import AccountStore
 from oasst.web.accounts.models import Role
 from oasst.web.accounts.store import AccountView
 from oasst.web.deps import BackendDep, CsrfDep, ModeratorDep, StoreDep
-from oasst.web.errors import forbidden, invalid
+from oasst.web.errors import forbidden, invalid, unless_missing
 from oasst.web.routes.admin_common import PAGE_SIZE, done_redirect, notice
 from oasst.web.templating import render
 
@@ -101,12 +100,7 @@ async def users_list(
 
 
 async def _stats(backend: BackendClient, user_id: UUID) -> dict[str, UserScore]:
-    try:
-        return await backend.user_stats(user_id)
-    except OasstApiError as exc:
-        if exc.status == HTTPStatus.NOT_FOUND:
-            return {}
-        raise
+    return await unless_missing(backend.user_stats(user_id), {})
 
 
 @router.get("/admin/users/{user_id}")

@@ -10,7 +10,6 @@ import anyio
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from oasst.client import OasstApiError
 from oasst.protocol.common import CreateFrontendUserRequest
 from oasst.protocol.stats import TimeFrame, UserScore, level_progress
 from oasst.web.deps import (
@@ -24,6 +23,7 @@ from oasst.web.deps import (
     backend_user_id,
     optional_account,
 )
+from oasst.web.errors import unless_missing
 from oasst.web.i18n import current_lang
 from oasst.web.routes.auth import safe_next
 from oasst.web.tasks_catalog import TASK_KINDS
@@ -103,9 +103,4 @@ async def dashboard(request: Request, account: AccountDep, backend: BackendDep) 
 
 
 async def _score(backend: BackendDep, user_id: object) -> UserScore | None:
-    try:
-        return await backend.user_score(str(user_id), TimeFrame.total)
-    except OasstApiError as exc:
-        if exc.status == HTTPStatus.NOT_FOUND:
-            return None
-        raise
+    return await unless_missing(backend.user_score(str(user_id), TimeFrame.total), None)

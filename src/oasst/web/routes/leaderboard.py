@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from http import HTTPStatus
 from uuid import UUID
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from oasst.client import BackendClient, OasstApiError
+from oasst.client import BackendClient
 from oasst.protocol.stats import LeaderboardStats, TimeFrame
 from oasst.web.deps import AccountDep, BackendDep, backend_user, backend_user_id
+from oasst.web.errors import unless_missing
 from oasst.web.i18n import gettext as _
 from oasst.web.templating import render
 
@@ -69,9 +69,6 @@ async def leaderboard(
 
 async def _window(backend: BackendClient, user_id: UUID, time_frame: TimeFrame) -> LeaderboardStats | None:
     """The ranks around the user, or ``None`` when they have no rank in this time frame (yet)."""
-    try:
-        return await backend.user_leaderboard_window(user_id, time_frame, window_size=WINDOW_SIZE)
-    except OasstApiError as exc:
-        if exc.status == HTTPStatus.NOT_FOUND:
-            return None
-        raise
+    return await unless_missing(
+        backend.user_leaderboard_window(user_id, time_frame, window_size=WINDOW_SIZE), None
+    )
