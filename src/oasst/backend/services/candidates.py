@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, String, Uuid, and_, bindparam, exists, func, or_, select
+from sqlalchemy import ColumnElement, Integer, String, Uuid, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from oasst.backend.models import (
@@ -51,6 +51,25 @@ class Scope:
 USER = bindparam("user_id", type_=Uuid())
 LANG = bindparam("lang", type_=String())
 SINCE = bindparam("since", type_=UTCDateTime())
+
+
+def counts_in_tree(message: Any = Message) -> ColumnElement[bool]:
+    """A message that counts toward its tree: not deleted and not rejected by review (or not reviewed yet)."""
+    return and_(
+        message.deleted.is_(False), or_(message.review_result.is_(None), message.review_result.is_(True))
+    )
+
+
+def open_reply_task(task: Any = Task, since: Any = SINCE) -> ColumnElement[bool]:
+    """A reply task someone may still be writing (not done, not skipped, not expired)."""
+    return and_(
+        task.task_type.in_(REPLY_TASK_TYPES),
+        task.done.is_(False),
+        task.skipped.is_(False),
+        task.created_date >= since,
+    )
+
+
 REQUIRED = bindparam("required", type_=Integer())
 LIMIT = bindparam("limit", type_=Integer())
 IDS = bindparam("ids", expanding=True, type_=Uuid())
@@ -171,8 +190,7 @@ def _room_stmt() -> Any:
         select(func.count())
         .where(
             Message.message_tree_id == MessageTreeState.message_tree_id,
-            Message.deleted.is_(False),
-            or_(Message.review_result.is_(None), Message.review_result.is_(True)),
+            counts_in_tree(Message),
         )
         .scalar_subquery()
     )
@@ -180,10 +198,7 @@ def _room_stmt() -> Any:
         select(func.count())
         .where(
             Task.message_tree_id == MessageTreeState.message_tree_id,
-            Task.task_type.in_(REPLY_TASK_TYPES),
-            Task.done.is_(False),
-            Task.skipped.is_(False),
-            Task.created_date >= SINCE,
+            open_reply_task(Task, SINCE),
         )
         .scalar_subquery()
     )
@@ -220,8 +235,7 @@ def _extendible_stmt(by_ids: bool) -> Any:
         select(func.count())
         .where(
             child.parent_id == Message.id,
-            child.deleted.is_(False),
-            or_(child.review_result.is_(None), child.review_result.is_(True)),
+            counts_in_tree(child),
         )
         .scalar_subquery()
     )

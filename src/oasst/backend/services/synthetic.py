@@ -20,14 +20,14 @@ from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import Integer, String, and_, bindparam, func, or_, select
+from sqlalchemy import Integer, String, and_, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 from oasst.backend.db import lock_tree
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import ApiClient, Message, MessageTreeState, Task, TreeState, utcnow
 from oasst.backend.models.base import UTCDateTime
-from oasst.backend.services.candidates import REPLY_TASK_TYPES
+from oasst.backend.services.candidates import counts_in_tree, open_reply_task
 from oasst.backend.services.conversations import conversation_of, load_tree, path_in
 from oasst.backend.settings import Settings
 from oasst.protocol import common as wire
@@ -136,10 +136,7 @@ def _siblings_stmt() -> Any:
 def _reply_tasks(*where: Any) -> Any:
     return select(func.count()).where(
         *where,
-        Task.task_type.in_(REPLY_TASK_TYPES),
-        Task.done.is_(False),
-        Task.skipped.is_(False),
-        Task.created_date >= bindparam("since", type_=UTCDateTime()),
+        open_reply_task(Task, bindparam("since", type_=UTCDateTime())),
     )
 
 
@@ -209,8 +206,7 @@ def _candidates_stmt(by_lang: bool, by_model: bool) -> Any:
         select(func.count())
         .where(
             child.parent_id == Message.id,
-            child.deleted.is_(False),
-            or_(child.review_result.is_(None), child.review_result.is_(True)),
+            counts_in_tree(child),
         )
         .scalar_subquery()
     )
@@ -218,10 +214,7 @@ def _candidates_stmt(by_lang: bool, by_model: bool) -> Any:
         select(func.count())
         .where(
             task.parent_message_id == Message.id,
-            task.task_type.in_(REPLY_TASK_TYPES),
-            task.done.is_(False),
-            task.skipped.is_(False),
-            task.created_date >= since,
+            open_reply_task(task, since),
         )
         .scalar_subquery()
     )
@@ -230,8 +223,7 @@ def _candidates_stmt(by_lang: bool, by_model: bool) -> Any:
         select(func.count())
         .where(
             tree_child.message_tree_id == MessageTreeState.message_tree_id,
-            tree_child.deleted.is_(False),
-            or_(tree_child.review_result.is_(None), tree_child.review_result.is_(True)),
+            counts_in_tree(tree_child),
         )
         .scalar_subquery()
     )
@@ -240,10 +232,7 @@ def _candidates_stmt(by_lang: bool, by_model: bool) -> Any:
         select(func.count())
         .where(
             tree_task.message_tree_id == MessageTreeState.message_tree_id,
-            tree_task.task_type.in_(REPLY_TASK_TYPES),
-            tree_task.done.is_(False),
-            tree_task.skipped.is_(False),
-            tree_task.created_date >= since,
+            open_reply_task(tree_task, since),
         )
         .scalar_subquery()
     )
