@@ -122,6 +122,9 @@ def test_tree_rules_branches_and_limits(client: TestClient, inf_db: Database) ->
     r = _say(client, chat, "x" * 10, first[0]["id"])
     assert r.status_code == 201
     assert client.post(f"/chats/{chat}/messages", json={"content": ""}, headers=ALICE).status_code == 422
+    nul = client.post(f"/chats/{chat}/messages", json={"content": "a\x00b"}, headers=ALICE)
+    assert nul.status_code == 422 and "NUL" in nul.text  # PostgreSQL could not store it: refused up front
+    assert client.patch(f"/chats/{chat}", json={"title": "t\x00"}, headers=ALICE).status_code == 422
     r = client.post(
         f"/chats/{chat}/assistant-messages", json={"parent_id": root["id"], "model": "nope"}, headers=ALICE
     )

@@ -66,6 +66,21 @@ def test_sse_pending_tokens_message(
         ]
 
 
+def test_a_nul_character_from_the_model_does_not_stop_the_reply_being_saved(
+    settings: Settings, server_factory: ServerFactory, chat_factory: ChatFactory, keys: Keys
+) -> None:
+    """Random models emit anything, NUL included, which PostgreSQL cannot store: the reply must still
+    complete (and stream) instead of hanging in_progress."""
+    with server_factory(settings) as url:
+        chat = chat_factory(url)
+        chat_id, _, [reply] = _start(chat)
+        with workers(ScriptedWorker(url, keys.worker, tokens=["a\x00b", " c"])):
+            events = chat.events(chat_id, reply["id"])
+        final = events[-1]["message"]
+        assert final["state"] == "complete" and final["content"] == "a\ufffdb c"
+        assert [e["text"] for e in events if e["event_type"] == "token"] == ["a\ufffdb", " c"]
+
+
 def test_two_workers_serve_at_once_and_drafts(
     settings: Settings, server_factory: ServerFactory, chat_factory: ChatFactory, keys: Keys
 ) -> None:

@@ -19,7 +19,18 @@ import enum
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("NUL characters are not allowed in text")
+    return value
+
+
+# text a person sends: NUL characters are refused with 422 (PostgreSQL cannot store them)
+UserText = Annotated[str, AfterValidator(_no_nul)]
+OptionalUserText = Annotated[str | None, AfterValidator(_no_nul)]
 
 PROTOCOL_VERSION = 1
 PROTOCOL_HEADER = "X-Protocol-Version"
@@ -222,23 +233,23 @@ class ChatPage(BaseModel):
 
 
 class CreateChat(BaseModel):
-    title: str | None = Field(None, max_length=200)
-    system_prompt: str | None = Field(None, max_length=8000)
-    custom_instructions: str | None = Field(None, max_length=2000)
+    title: OptionalUserText = Field(None, max_length=200)
+    system_prompt: OptionalUserText = Field(None, max_length=8000)
+    custom_instructions: OptionalUserText = Field(None, max_length=2000)
     allow_data_use: bool = True
 
 
 class UpdateChat(BaseModel):
-    title: str | None = Field(None, max_length=200)
+    title: OptionalUserText = Field(None, max_length=200)
     hidden: bool | None = None
     allow_data_use: bool | None = None
-    system_prompt: str | None = Field(None, max_length=8000)
-    custom_instructions: str | None = Field(None, max_length=2000)
+    system_prompt: OptionalUserText = Field(None, max_length=8000)
+    custom_instructions: OptionalUserText = Field(None, max_length=2000)
 
 
 class CreateUserMessage(BaseModel):
     parent_id: str | None = Field(None, description="The assistant message answered; None starts the chat.")
-    content: str = Field(min_length=1, max_length=32000)
+    content: UserText = Field(min_length=1, max_length=32000)
 
 
 class CreateAssistantMessage(BaseModel):
@@ -265,7 +276,7 @@ class ReportType(enum.StrEnum):
 
 class CreateReport(BaseModel):
     report_type: ReportType
-    reason: str = Field("", max_length=2000)
+    reason: UserText = Field("", max_length=2000)
 
 
 class DraftPick(BaseModel):

@@ -64,6 +64,12 @@ CLOSE_BAD_HELLO = 4400
 CLOSE_HEARTBEAT = 4408
 
 
+def storable(text: str) -> str:
+    """A model may emit a NUL character (a random or broken model easily does); PostgreSQL cannot store
+    one, and the reply would never be saved. It becomes U+FFFD, as any undecodable byte does."""
+    return text.replace("\x00", "\ufffd")
+
+
 def apply_stop(text: str, stops: list[str]) -> str:
     """Cut the text at the first stop string (the worker should already have; this makes sure)."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
@@ -244,6 +250,8 @@ class WorkerSession:
             except ValidationError as exc:
                 log.warning("worker session %s sent a bad frame: %s", self.id, exc.errors()[:1])
                 continue
+            if isinstance(frame, TokenEvent | DoneEvent):
+                frame.text = storable(frame.text)
             if isinstance(frame, Ping):
                 await self._send(Pong())
             elif isinstance(frame, TokenEvent):
