@@ -8,6 +8,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import pytest
+
 from oasst.inference.server.errors import ErrorCode
 from oasst.inference.server.settings import Settings
 from tests.inference.conftest import ChatSession, Keys, ScriptedWorker, sse_events, wait_for, workers
@@ -79,6 +81,33 @@ def test_a_nul_character_from_the_model_does_not_stop_the_reply_being_saved(
         final = events[-1]["message"]
         assert final["state"] == "complete" and final["content"] == "a\ufffdb c"
         assert [e["text"] for e in events if e["event_type"] == "token"] == ["a\ufffdb", " c"]
+
+
+def test_a_reply_that_cannot_be_stored_ends_failed_not_waiting(
+    settings: Settings,
+    server_factory: ServerFactory,
+    chat_factory: ChatFactory,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from oasst.inference.server.services import work
+
+    def broken_store(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(work, "complete_work", broken_store)
+    with server_factory(settings) as url:
+        chat = chat_factory(url)
+        chat_id, _, [reply] = _start(chat)
+        with workers(ScriptedWorker(url, keys.worker)):
+            events = chat.events(chat_id, reply["id"])
+        assert events[-1] == {
+            "event_type": "error",
+            "error": "store_failed",
+            "message": "the reply could not be saved",
+        }
+        stored = chat.http.get(f"/chats/{chat_id}/messages/{reply['id']}").json()
+        assert stored["state"] == "failed"
 
 
 def test_two_workers_serve_at_once_and_drafts(

@@ -273,16 +273,31 @@ class WorkerSession:
         if job is None:
             return
         text = apply_stop(frame.text, job.stop)
-        message = await self.rt.db.awrite(
-            lambda s: work.complete_work(
-                s,
-                frame.id,
-                session_id=self.id,
-                text=text,
-                finish_reason=frame.finish_reason,
-                usage=frame.usage,
+        try:
+            message = await self.rt.db.awrite(
+                lambda s: work.complete_work(
+                    s,
+                    frame.id,
+                    session_id=self.id,
+                    text=text,
+                    finish_reason=frame.finish_reason,
+                    usage=frame.usage,
+                )
             )
-        )
+        except Exception:
+            # the reply could not be stored: end it as failed rather than leave its readers waiting
+            log.exception("worker session %s: could not store the reply %s", self.id, frame.id)
+            message = await self.rt.db.awrite(
+                lambda s: work.finish(
+                    s,
+                    frame.id,
+                    state=MessageState.failed,
+                    error="store_failed: the reply could not be saved",
+                    text="",
+                    session_id=self.id,
+                    from_states=(MessageState.in_progress.value,),
+                )
+            )
         if message is not None:
             await self.rt.events.publish(frame.id, final_event(message))
 
