@@ -40,26 +40,39 @@ def streamed_text(events: list[Event]) -> tuple[bool, str]:
 
 
 class MemoryEventLog:
+    """Event logs of one process (embedded mode). No lock: on one event loop nothing runs between a
+    reader's check and its registering to be woken, and a publisher never waits for a reader, so a
+    reader that goes away (a client disconnecting mid-wait) cannot hold up the worker's tokens."""
+
     def __init__(self, ttl_s: float) -> None:
         self._ttl = ttl_s
         self._logs: dict[str, list[Event]] = {}
-        self._cond = asyncio.Condition()
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     async def publish(self, message_id: str, event: Event) -> None:
-        async with self._cond:
-            self._logs.setdefault(message_id, []).append(event)
-            self._cond.notify_all()
+        self._logs.setdefault(message_id, []).append(event)
+        for waiter in self._waiters.pop(message_id, set()):
+            if not waiter.done():
+                waiter.set_result(None)
         if event.get("event_type") in FINAL_EVENTS:
             asyncio.get_running_loop().call_later(self._ttl, self._logs.pop, message_id, None)
 
     async def read(self, message_id: str, cursor: str, timeout: float) -> tuple[list[Event], str]:
         start = int(cursor or 0)
-        async with self._cond:
-            if len(self._logs.get(message_id, [])) <= start:
+        if len(self._logs.get(message_id, [])) <= start and timeout > 0:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(message_id, set()).add(waiter)
+            try:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
-                        await self._cond.wait_for(lambda: len(self._logs.get(message_id, [])) > start)
-            events = self._logs.get(message_id, [])[start:]
+                        await waiter
+            finally:
+                waiting = self._waiters.get(message_id)
+                if waiting is not None:
+                    waiting.discard(waiter)
+                    if not waiting:
+                        del self._waiters[message_id]
+        events = self._logs.get(message_id, [])[start:]
         return list(events), str(start + len(events))
 
     async def all(self, message_id: str) -> list[Event]:
