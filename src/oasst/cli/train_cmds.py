@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,6 +76,12 @@ def _make_command(name: str, module: str) -> Any:
             fail(str(exc))
         if os.environ.get("RANK", "0") == "0":  # under accelerate launch, only the main process says so
             console().print(f"[green]Done:[/] model written to {out}")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # torch's gloo process group can hang in its destructor at interpreter exit once the other
+            # ranks are gone; every rank has passed the trainer's final barrier and the model is saved
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     command.__name__ = f"train_{name}"
     return command
