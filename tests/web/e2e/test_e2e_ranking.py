@@ -142,8 +142,16 @@ def test_on_a_phone_swiping_over_the_cards_scrolls_and_only_the_handle_drags(
         swipe(body, 200)
     assert rank_item_order(page) == [0, 1, 2]
 
-    # a finger on the handle of the last reply drags it to the top
+    # a finger on the handle of the last reply drags it to the top (once a fling from the swipes has
+    # stopped moving the page, so the positions measured are those the finger meets)
+    settle = (
+        "() => new Promise(done => { let y = scrollY, still = 0; const tick = () => {"
+        " if (scrollY === y) { if (++still >= 10) return done(true); } else { y = scrollY; still = 0; }"
+        " requestAnimationFrame(tick); }; requestAnimationFrame(tick); })"
+    )
+    page.wait_for_function(settle)
     page.evaluate("window.scrollBy(0, document.getElementById('rank-list').getBoundingClientRect().top - 20)")
+    page.wait_for_function(settle)
     last = page.locator("[data-testid=drag-handle-2]")
     x, y = center(last.bounding_box())
     top = page.locator("[data-testid=rank-item-0]").bounding_box()
