@@ -146,13 +146,14 @@ def test_chat_streams_replies_and_branches(
     site = chat_site
     dev_sign_in(site.client, "alice")
     assert 'data-testid="nav-chat"' in site.client.get("/dashboard").text
-    w = worker()
+    w = worker(hold_after=0)  # the reply waits before its first token, so the page shows it pending
     page = site.post("/chat", content="What is a tree?", system_prompt="Be brief.", allow_data_use="1")
     chat_id, question = _chat_id(page), _at(page)
     assert "What is a tree?" in page.text and 'data-testid="model-warning"' in page.text
     reply = _ids(page)[-1]
     assert f'data-stream-url="/chat/{chat_id}/messages/{reply}/events"' in page.text
     assert 'data-testid="stop"' in page.text and "data-wait-for-reply" in page.text
+    w.release()
 
     events = site.events(chat_id, reply)  # the website's proxy of the inference server's stream
     assert [e["text"] for e in events if e["event_type"] == "token"] == ["Hello", ",", " world", "!"]

@@ -77,8 +77,9 @@ def _make_command(name: str, module: str) -> Any:
         if os.environ.get("RANK", "0") == "0":  # under accelerate launch, only the main process says so
             console().print(f"[green]Done:[/] model written to {out}")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            # torch's gloo process group can hang in its destructor at interpreter exit once the other
-            # ranks are gone; every rank has passed the trainer's final barrier and the model is saved
+            # leave without running destructors: torch's gloo process group can deadlock in its own
+            # (it joins a worker thread with the GIL held while that thread waits for the GIL); every
+            # rank has passed the trainer's final barrier and the model is saved
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)

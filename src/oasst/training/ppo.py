@@ -539,7 +539,11 @@ def _save(
             metrics=_summary(history, accelerator.num_processes * cfg.batch_size),
         )
     accelerator.wait_for_everyone()
-    accelerator.end_training()  # closes the process group of a distributed run
+    # The process group stays open on purpose. Destroying it here would leave the DDP wrapper holding
+    # its last reference, and releasing the wrapper on return would run gloo's destructor, which joins
+    # its worker thread with the GIL held while that thread may still be freeing the final barrier's
+    # tensors and waiting for the GIL: a deadlock seen under load with torch 2.13. The `oasst train`
+    # command leaves distributed runs with os._exit once every rank is here.
     return out
 
 
