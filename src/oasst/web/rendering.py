@@ -7,7 +7,7 @@ message renders as inert text.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 import nh3
 from markdown_it import MarkdownIt
@@ -33,3 +33,17 @@ def render_markdown(text: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
+
+
+CACHED_TEXT_CHARS = 16_384
+
+
+@lru_cache(maxsize=2048)
+def _render_cached(text: str) -> str:
+    return render_markdown(text)
+
+
+def render_message(text: str) -> str:
+    """``render_markdown`` for stored messages: pages show the same messages again and again (a tree view
+    renders every message of its tree), so the HTML of texts up to 16 KiB is kept (2,048 of them)."""
+    return _render_cached(text) if len(text) <= CACHED_TEXT_CHARS else render_markdown(text)

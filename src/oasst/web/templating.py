@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from oasst.web import i18n
-from oasst.web.rendering import render_markdown
+from oasst.web.rendering import render_message
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
@@ -37,7 +37,7 @@ def make_environment() -> jinja2.Environment:
         auto_reload=False,  # templates ship with the package: no stat() of every template on every page
     )
     env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
-    env.filters["markdown"] = lambda text: Markup(render_markdown(text or ""))
+    env.filters["markdown"] = lambda text: Markup(render_message(text or ""))
     env.filters["date"] = _date
     env.globals["language_name"] = i18n.language_name
     return env
