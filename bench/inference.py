@@ -229,19 +229,33 @@ def stack(model: Path, workdir: Path, workers: int, max_parallel: int) -> Iterat
                 proc.kill()
 
 
+def warm_up_requests(slots: int) -> list[WorkRequest]:
+    """Enough short requests to occupy every generation slot once: each slot is a thread of its own,
+    and on a GPU a thread's first forward pass sets up its CUDA state (cuBLAS handles and the like),
+    which must not be timed."""
+    return requests(slots, 16)
+
+
 async def through_stack(
-    url: str, api_key: str, reqs: list[WorkRequest], concurrency: int, label: str
+    url: str, api_key: str, reqs: list[WorkRequest], concurrency: int, label: str, *, slots: int
 ) -> Result:
     from oasst.inference.worker.engine_openai import OpenAIUpstreamEngine
 
-    client = OpenAIUpstreamEngine(
-        url, api_key=api_key, upstream_model=MODEL_NAME, max_parallel=concurrency, extra_sampling=False
-    )
+    def client(parallel: int) -> OpenAIUpstreamEngine:
+        return OpenAIUpstreamEngine(
+            url, api_key=api_key, upstream_model=MODEL_NAME, max_parallel=parallel, extra_sampling=False
+        )
+
+    warm = client(slots)
     try:
-        await drive(client, reqs[:concurrency], concurrency, "warm-up")
-        return await drive(client, reqs, concurrency, label)
+        await drive(warm, warm_up_requests(slots), slots, "warm-up")
     finally:
-        await client.aclose()
+        await warm.aclose()
+    timed = client(concurrency)
+    try:
+        return await drive(timed, reqs, concurrency, label)
+    finally:
+        await timed.aclose()
 
 
 def main() -> None:
@@ -271,7 +285,7 @@ def main() -> None:
         results: dict[tuple[str, int], Result] = {}
 
         async def direct_runs() -> None:
-            await drive(engine, reqs[:2], 2, "warm-up")
+            await drive(engine, warm_up_requests(args.max_parallel), args.max_parallel, "warm-up")
             for c in (1, 8):
                 results["direct", c] = await drive(engine, reqs, c, "direct")
 
@@ -283,7 +297,9 @@ def main() -> None:
                 with stack(model, workdir, workers, args.max_parallel) as (url, key):
                     for c in (1, 8):
                         label = f"stack, {workers} worker{'s' if workers > 1 else ''}"
-                        results[f"stack{workers}", c] = asyncio.run(through_stack(url, key, reqs, c, label))
+                        results[f"stack{workers}", c] = asyncio.run(
+                            through_stack(url, key, reqs, c, label, slots=workers * args.max_parallel)
+                        )
         print()
         print(
             f"{'path':<22} {'conc':>4} {'tokens':>7} {'secs':>7} {'tok/s':>9} {'ttft p50':>9} {'ttft p90':>9}"
