@@ -192,6 +192,65 @@ def test_concurrent_requests_are_independent(engine: TransformersEngine) -> None
     assert together == alone
 
 
+def test_batched_requests_of_every_length_match_their_runs_alone(model_dir: Path) -> None:
+    """Prompts of different lengths share forward passes (left-padded); requests join a running batch
+    and leave it at different times (length, stop string, stop token); each gets the text it gets alone."""
+    batched = TransformersEngine.load(str(model_dir), model_name="tiny", max_parallel=4)
+    alone = TransformersEngine.load(str(model_dir), model_name="tiny", max_parallel=1)
+    assert batched.batching and not alone.batching
+    prompts = ["The cat", "The young horse likes to sing every", "A dog", "Every night the old bird and fish"]
+    reqs = [
+        request(("user", text), rid=str(i), do_sample=i > 0, seed=i, max_new_tokens=8 + 6 * i)
+        for i, text in enumerate(prompts)
+    ]
+    texts = [run(alone, r)[0] for r in reqs]
+    stopped = next(i for i, text in enumerate(texts) if len(text) > 8)
+    reqs[stopped].sampling.stop = [texts[stopped][4:8]]  # this one ends on a stop string
+    reqs.append(request(("user", "The happy cat"), rid="late", max_new_tokens=3))  # ends on its length
+
+    async def staggered() -> list[tuple[str, Finished]]:
+        async def one(req: WorkRequest, delay: float) -> tuple[str, Finished]:
+            await asyncio.sleep(delay)  # the later ones join a batch that is already decoding
+            text, _, finished = await collect(batched, req)
+            return text, finished
+
+        return await asyncio.gather(*(one(r, 0.02 * i) for i, r in enumerate(reqs)))
+
+    together = asyncio.run(staggered())
+    expected = [run(alone, r) for r in reqs]
+    assert [t for t, _ in together] == [t for t, _, _ in expected]
+    assert [f for _, f in together] == [f for _, _, f in expected]
+    assert together[stopped][1].finish_reason == FinishReason.stop
+    assert FinishReason.length in {f.finish_reason for _, f in together}
+
+
+def test_a_cancel_leaves_the_batch_and_the_others_go_on(model_dir: Path) -> None:
+    batched = TransformersEngine.load(str(model_dir), model_name="tiny", max_parallel=3)
+    batched.stop_token_ids = frozenset()  # nothing ends early but the cancel or the length
+    keep = request(("user", "The old dog"), rid="keep", max_new_tokens=40)
+    single = TransformersEngine(batched.model, batched.tokenizer, model_name="tiny")
+    single.stop_token_ids = frozenset()
+    alone_text = run(single, keep)[0]
+
+    async def main() -> tuple[Finished, str]:
+        cancel = threading.Event()
+        dropped = request(("user", "A bird sings"), rid="drop", max_new_tokens=400)
+
+        async def cancel_after_first_piece() -> Finished:
+            async for event in batched.generate(dropped, cancel):
+                if isinstance(event, Finished):
+                    return event
+                cancel.set()
+            raise AssertionError("no Finished event")
+
+        cancelled, (text, _, _) = await asyncio.gather(cancel_after_first_piece(), collect(batched, keep))
+        return cancelled, text
+
+    cancelled, text = asyncio.run(main())
+    assert cancelled.finish_reason == FinishReason.cancelled and cancelled.usage.completion_tokens < 100
+    assert text == alone_text
+
+
 def test_long_conversation_keeps_system_and_newest_turns(engine: TransformersEngine) -> None:
     turns: list[tuple[str, str]] = [("system", "SYSTEM-PROMPT stays.")]
     for i in range(40):

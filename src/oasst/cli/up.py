@@ -303,7 +303,7 @@ async def serve_local_model(ctx: UpContext, model_dir: str, worker_key: str) -> 
     from oasst.inference.worker.engines import make_engine
     from oasst.inference.worker.runner import WorkerSettings, run_worker
 
-    engine = await asyncio.to_thread(make_engine, model=model_dir, name=ctx.model_name)
+    engine = await asyncio.to_thread(make_engine, model=model_dir, name=ctx.model_name, max_parallel=4)
     settings = WorkerSettings(
         server_url=f"{ctx.url}{INFERENCE_PREFIX}/workers/ws", api_key=worker_key, name="local"
     )

@@ -76,8 +76,14 @@ def run_command(
         str, typer.Option(envvar="OASST_WORKER_NAME", help="This worker's name in the server's logs.")
     ] = "",
     max_parallel: Annotated[
-        int, typer.Option(min=1, max=1024, envvar="OASST_WORKER_MAX_PARALLEL", help="Requests run at once.")
-    ] = 1,
+        int,
+        typer.Option(
+            min=1,
+            max=1024,
+            envvar="OASST_WORKER_MAX_PARALLEL",
+            help="Requests run at once (the transformers engine decodes them together, one batch per step).",
+        ),
+    ] = 4,
     context_length: Annotated[
         int | None,
         typer.Option(

@@ -1,17 +1,19 @@
 """A Hugging Face causal LM in this process (CPU or GPU): the model directories training writes, or any
 hub model with a chat template.
 
-Each request runs its own token loop in a thread (torch releases the GIL), with its own KV cache and its
-own random generator, so concurrent requests neither share state nor each other's seeds. The loop — one
-forward pass per token over the cache, the logits processors of ``generate``, argmax or a draw — is what
-``model.generate`` does for one sequence; owning it gives exact stop, cancel and usage semantics: a
-cancel is seen before the next token, a stop string ends the loop the token it completes, and the counts
-are the tokens actually computed.
+Requests are decoded together, one forward pass per step for all of them (continuous batching, see
+:mod:`oasst.inference.worker.decoding`), each with its own random generator, so concurrent requests
+share neither state nor seeds. Models whose cache cannot be batched that way run each request's token
+loop in a thread of its own instead (torch releases the GIL). Either way the engine owns the loop that
+``model.generate`` would run — the logits processors, argmax or a draw — which gives exact stop, cancel
+and usage semantics: a cancel is seen before the next token, a stop string ends the generation the token
+it completes, and the counts are the tokens actually computed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -21,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from oasst.inference.protocol import ChatTurn, FinishReason, SamplingParameters, Usage, WorkRequest
-from oasst.inference.worker.engines import EngineError, Finished, GenerationEvent, StopBuffer
+from oasst.inference.protocol import ChatTurn, SamplingParameters, WorkRequest
+from oasst.inference.worker.decoding import BatchLoop, Generation, batchable
+from oasst.inference.worker.engines import EngineError, Finished, GenerationEvent
 from oasst.inference.worker.truncation import ContextTooLong, fit_to_context
 
 __all__ = ["TransformersEngine"]
@@ -43,6 +46,7 @@ class TransformersEngine:
         model_name: str,
         context_length: int | None = None,
         max_parallel: int = 1,
+        batching: bool = True,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -67,6 +71,11 @@ class TransformersEngine:
         self._cache_arg = "cache" if "cache" in forward_parameters else "past_key_values"
         self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to call from two threads
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="generate")
+        self._batch: BatchLoop | None = None
+        if batching and max_parallel > 1 and batchable(model):
+            self._batch = BatchLoop(
+                model, cache_arg=self._cache_arg, forward_kwargs=self._forward_kwargs, max_batch=max_parallel
+            )
 
     @classmethod
     def load(
@@ -109,7 +118,14 @@ class TransformersEngine:
     async def start(self) -> None:
         return None
 
+    @property
+    def batching(self) -> bool:
+        """Whether concurrent requests share forward passes (see :mod:`oasst.inference.worker.decoding`)."""
+        return self._batch is not None
+
     async def aclose(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- prompt -------------------------------------------------------------------------------------------
@@ -158,12 +174,18 @@ class TransformersEngine:
         events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
 
         def emit(event: GenerationEvent | BaseException) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            # called from the decoding thread, which must never fail because a listener went away
+            with contextlib.suppress(RuntimeError):  # the listener's event loop is closed
+                loop.call_soon_threadsafe(events.put_nowait, event)
 
         def work() -> None:
             try:
                 input_ids, max_new_tokens = self.prompt_ids(request)
-                emit(self.run(input_ids, request.sampling, max_new_tokens, cancel, emit))
+                sequence = self._sequence(input_ids, request.sampling, max_new_tokens, cancel, emit)
+                if self._batch is not None:
+                    self._batch.submit(sequence, emit)  # the batch loop emits the rest
+                else:
+                    emit(self._decode_alone(sequence))
             except BaseException as exc:
                 emit(exc)
 
@@ -182,6 +204,25 @@ class TransformersEngine:
                 cancel.set()
                 future.cancel()
 
+    def _sequence(
+        self,
+        input_ids: list[int],
+        sampling: SamplingParameters,
+        max_new_tokens: int,
+        cancel: threading.Event,
+        emit: Callable[[str], None],
+    ) -> Generation:
+        return Generation(
+            input_ids=input_ids,
+            sampling=sampling,
+            max_new_tokens=max_new_tokens,
+            tokenizer=self.tokenizer,
+            stop_token_ids=self.stop_token_ids,
+            device=self.device,
+            cancel=cancel,
+            emit=emit,
+        )
+
     def run(
         self,
         input_ids: list[int],
@@ -190,119 +231,21 @@ class TransformersEngine:
         cancel: threading.Event,
         emit: Callable[[str], None],
     ) -> Finished:
-        """The token loop (blocking): emits text pieces and returns how it finished."""
+        """One request's token loop on its own (blocking): emits text pieces, returns how it finished."""
+        return self._decode_alone(self._sequence(input_ids, sampling, max_new_tokens, cancel, emit))
+
+    def _decode_alone(self, sequence: Generation) -> Finished:
         import torch
+        from transformers import DynamicCache
 
-        greedy = not sampling.do_sample or sampling.temperature == 0
-        processors = _logits_processors(sampling, greedy)
-        generator = None
-        if not greedy:
-            generator = torch.Generator(device=self.device)
-            if sampling.seed is not None:
-                generator.manual_seed(sampling.seed)
-            else:
-                generator.seed()
-        stops = StopBuffer(sampling.stop)
-        detok = _Detokenizer(self.tokenizer)
-        prompt = torch.tensor([input_ids], device=self.device)
-        all_ids = prompt
-        next_input = prompt
-        generated = 0
-        reason = FinishReason.length
+        next_input = torch.tensor([sequence.input_ids], device=self.device)
         with torch.inference_mode():
-            from transformers import DynamicCache
-
             cache = DynamicCache(config=self.model.config)
-            while generated < max_new_tokens:
-                if cancel.is_set():
-                    reason = FinishReason.cancelled
-                    break
+            while not sequence.done and not sequence.check_cancel():
                 out = self.model(input_ids=next_input, **{self._cache_arg: cache}, **self._forward_kwargs)
-                scores = out.logits[:, -1, :].float()
-                if processors:
-                    scores = processors(all_ids, scores)
-                if greedy:
-                    token = scores.argmax(dim=-1, keepdim=True)
-                else:
-                    probs = torch.softmax(scores, dim=-1)
-                    token = torch.multinomial(probs, 1, generator=generator)
-                generated += 1
-                token_id = int(token)
-                if token_id in self.stop_token_ids:
-                    reason = FinishReason.stop
-                    break
-                all_ids = torch.cat([all_ids, token], dim=-1)
-                next_input = token
-                piece = stops.push(detok.add(token_id))
-                if piece:
-                    emit(piece)
-                if stops.stopped:
-                    reason = FinishReason.stop
-                    break
-        if not stops.stopped:
-            rest = stops.push(detok.flush()) + stops.flush()
-            if rest:
-                emit(rest)
-        return Finished(reason, Usage(prompt_tokens=len(input_ids), completion_tokens=generated))
-
-
-class _Detokenizer:
-    """Incremental decoding that gives the same text as decoding all ids at once.
-
-    A piece is released only once it is stable: decoded with a few tokens of left context (so tokenizers
-    that mark word starts, like SentencePiece, space correctly) and not ending in a partial UTF-8 character.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0  # start of the context window
-        self.read = 0  # ids before this are already released
-
-    def _decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
-
-    def add(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        before = self._decode(self.ids[self.prefix : self.read])
-        after = self._decode(self.ids[self.prefix :])
-        if len(after) <= len(before) or after.endswith("\ufffd"):
-            return ""
-        self.prefix, self.read = self.read, len(self.ids)
-        return after[len(before) :]
-
-    def flush(self) -> str:
-        before = self._decode(self.ids[self.prefix : self.read])
-        after = self._decode(self.ids[self.prefix :])
-        self.prefix = self.read = len(self.ids)
-        return after[len(before) :] if len(after) > len(before) else ""
-
-
-def _logits_processors(sampling: SamplingParameters, greedy: bool) -> Any:
-    """The processors ``generate`` would apply, in its order (penalty first, then the sampling warpers)."""
-    from transformers.generation import (
-        LogitsProcessorList,
-        RepetitionPenaltyLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-        TypicalLogitsWarper,
-    )
-
-    processors = LogitsProcessorList()
-    if sampling.repetition_penalty != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
-    if greedy:
-        return processors
-    if sampling.temperature != 1.0:
-        processors.append(TemperatureLogitsWarper(sampling.temperature))
-    if sampling.top_k > 0:
-        processors.append(TopKLogitsWarper(sampling.top_k))
-    if sampling.top_p < 1.0:
-        processors.append(TopPLogitsWarper(sampling.top_p))
-    if sampling.typical_p < 1.0:
-        processors.append(TypicalLogitsWarper(sampling.typical_p))
-    return processors
+                sequence.advance(out.logits[:, -1, :])
+                next_input = torch.tensor([[sequence.last_token]], device=self.device)
+        return sequence.finish()
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:

@@ -1,0 +1,370 @@
+"""Token-by-token decoding for the transformers engine: one request's state, and the batch loop.
+
+:class:`Generation` is what ``model.generate`` does for one sequence after each forward pass — the logits
+processors, argmax or a seeded draw, stop tokens and stop strings, incremental detokenising — so that
+the engine owns exact stop, cancel and usage semantics.
+
+:class:`BatchLoop` runs many sequences in one thread with **one forward pass per step for all of them**
+(continuous batching): a new request is prefilled alone, its KV cache joins the batch's (left-padded to
+a common length, with an attention mask and per-row positions), and a finished or cancelled request
+leaves it at once. On a CPU that turns eight threads fighting over the GIL and the cores into one
+matrix product per layer; on a GPU it turns eight streams of tiny kernel launches into one. Only models
+whose cache is the plain per-layer key/value kind can be batched this way (:func:`batchable`); others
+keep the one-thread-per-request loop.
+
+Every request keeps its own random generator, so a seeded request draws the same tokens alone or in a
+batch (up to floating-point differences between batched and single matrix products, which can flip a
+draw only when it lands within rounding of a boundary).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from oasst.inference.protocol import FinishReason, SamplingParameters, Usage
+from oasst.inference.worker.engines import Finished, GenerationEvent, StopBuffer
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BatchLoop", "Detokenizer", "Generation", "batchable", "logits_processors"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[GenerationEvent | BaseException], None]
+
+
+class Detokenizer:
+    """Incremental decoding that gives the same text as decoding all ids at once.
+
+    A piece is released only once it is stable: decoded with a few tokens of left context (so tokenizers
+    that mark word starts, like SentencePiece, space correctly) and not ending in a partial UTF-8 character.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0  # start of the context window
+        self.read = 0  # ids before this are already released
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return after[len(before) :]
+
+    def flush(self) -> str:
+        before = self._decode(self.ids[self.prefix : self.read])
+        after = self._decode(self.ids[self.prefix :])
+        self.prefix = self.read = len(self.ids)
+        return after[len(before) :] if len(after) > len(before) else ""
+
+
+def logits_processors(sampling: SamplingParameters, greedy: bool) -> Any:
+    """The processors ``generate`` would apply, in its order (penalty first, then the sampling warpers)."""
+    from transformers.generation import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if sampling.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
+    if greedy:
+        return processors
+    if sampling.temperature != 1.0:
+        processors.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.top_k > 0:
+        processors.append(TopKLogitsWarper(sampling.top_k))
+    if sampling.top_p < 1.0:
+        processors.append(TopPLogitsWarper(sampling.top_p))
+    if sampling.typical_p < 1.0:
+        processors.append(TypicalLogitsWarper(sampling.typical_p))
+    return processors
+
+
+class Generation:
+    """One request being generated: feed it each step's logits with :meth:`advance` until ``done``."""
+
+    def __init__(
+        self,
+        *,
+        input_ids: list[int],
+        sampling: SamplingParameters,
+        max_new_tokens: int,
+        tokenizer: Any,
+        stop_token_ids: frozenset[int],
+        device: Any,
+        cancel: threading.Event,
+        emit: Callable[[str], None],
+    ) -> None:
+        import torch
+
+        self.input_ids = input_ids
+        self.max_new_tokens = max_new_tokens
+        self.stop_token_ids = stop_token_ids
+        self.device = device
+        self.cancel = cancel
+        self.emit = emit
+        self.greedy = not sampling.do_sample or sampling.temperature == 0
+        self.processors = logits_processors(sampling, self.greedy)
+        self.generator: torch.Generator | None = None
+        if not self.greedy:
+            self.generator = torch.Generator(device=device)
+            if sampling.seed is not None:
+                self.generator.manual_seed(sampling.seed)
+            else:
+                self.generator.seed()
+        self.stops = StopBuffer(sampling.stop)
+        self.detok = Detokenizer(tokenizer)
+        self.all_ids = torch.tensor([input_ids], device=device)  # what the penalty processors look at
+        self.generated = 0
+        self.last_token = -1
+        self.reason = FinishReason.length
+        self.done = max_new_tokens <= 0
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens of this sequence in the KV cache once its last token has been fed back."""
+        return len(self.input_ids) + self.generated - 1
+
+    def check_cancel(self) -> bool:
+        """Seen before every forward pass: a cancel ends the sequence before its next token."""
+        if not self.done and self.cancel.is_set():
+            self.reason, self.done = FinishReason.cancelled, True
+        return self.done
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """Choose the next token from this sequence's last-position logits (shape ``[1, vocab]``)."""
+        import torch
+
+        scores = logits.float()
+        if self.processors:
+            scores = self.processors(self.all_ids, scores)
+        if self.greedy:
+            token = scores.argmax(dim=-1, keepdim=True)
+        else:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=self.generator)
+        self.generated += 1
+        token_id = int(token)
+        if token_id in self.stop_token_ids:
+            self.reason, self.done = FinishReason.stop, True
+            return
+        self.last_token = token_id
+        self.all_ids = torch.cat([self.all_ids, token], dim=-1)
+        piece = self.stops.push(self.detok.add(token_id))
+        if piece:
+            self.emit(piece)
+        if self.stops.stopped:
+            self.reason, self.done = FinishReason.stop, True
+        elif self.generated >= self.max_new_tokens:
+            self.done = True
+
+    def finish(self) -> Finished:
+        """Release what the stop buffer and detokeniser still hold; how the generation ended."""
+        if not self.stops.stopped:
+            rest = self.stops.push(self.detok.flush()) + self.stops.flush()
+            if rest:
+                self.emit(rest)
+        return Finished(
+            self.reason, Usage(prompt_tokens=len(self.input_ids), completion_tokens=self.generated)
+        )
+
+
+def batchable(model: Any) -> bool:
+    """Whether the model's cache is plain per-layer keys and values that rows can join and leave."""
+    try:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # pragma: no cover - transformers without the layered cache
+        return False
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # a model whose config the cache cannot read: not batched
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+class BatchLoop:
+    """Continuous batching in one thread (see the module's docstring).
+
+    ``submit`` hands over a prepared :class:`Generation` and the function that receives its events; the
+    loop emits the text pieces, then a ``Finished`` (or the exception that ended it).
+    """
+
+    def __init__(self, model: Any, *, cache_arg: str, forward_kwargs: dict[str, Any], max_batch: int) -> None:
+        self.model = model
+        self.cache_arg = cache_arg
+        self.forward_kwargs = forward_kwargs
+        self.max_batch = max_batch
+        self._incoming: queue.SimpleQueue[tuple[Generation, Emit] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        # the batch: one cache row, one attention-mask row and one entry per running sequence
+        self._rows: list[tuple[Generation, Emit]] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+
+    def submit(self, sequence: Generation, emit: Emit) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="generate-batch", daemon=True)
+                self._thread.start()
+        self._incoming.put((sequence, emit))
+
+    def close(self) -> None:
+        self._incoming.put(None)
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                if not self._take_new():
+                    return
+                if self._rows:
+                    try:
+                        self._step()
+                    except Exception as exc:  # every running request learns why
+                        log.exception("a batched decoding step failed")
+                        for _, emit in self._rows:
+                            emit(exc)
+                        self._reset()
+
+    def _take_new(self) -> bool:
+        """Prefill what has arrived (waiting when nothing runs); False once the loop is closed."""
+        while len(self._rows) < self.max_batch:
+            try:
+                item = self._incoming.get(block=not self._rows)
+            except queue.Empty:
+                return True
+            if item is None:
+                for sequence, emit in self._rows:
+                    sequence.reason = FinishReason.cancelled
+                    emit(sequence.finish())
+                self._reset()
+                return False
+            sequence, emit = item
+            try:
+                self._prefill(sequence, emit)
+            except Exception as exc:  # this request fails; the batch goes on
+                emit(exc)
+        return True
+
+    def _prefill(self, sequence: Generation, emit: Emit) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        if sequence.check_cancel() or sequence.done:
+            emit(sequence.finish())
+            return
+        cache = DynamicCache(config=self.model.config)
+        prompt = torch.tensor([sequence.input_ids], device=sequence.device)
+        out = self.model(input_ids=prompt, **{self.cache_arg: cache}, **self.forward_kwargs)
+        sequence.advance(out.logits[:, -1, :])
+        if sequence.done:
+            emit(sequence.finish())
+            return
+        self._join(cache, len(sequence.input_ids), sequence.device)
+        self._rows.append((sequence, emit))
+
+    def _step(self) -> None:
+        """One forward pass for every running sequence, then each chooses its next token."""
+        import torch
+
+        self._leave([i for i, (s, _) in enumerate(self._rows) if s.check_cancel()])
+        if not self._rows:
+            return
+        assert self._mask is not None
+        device = self._mask.device
+        tokens = torch.tensor([[s.last_token] for s, _ in self._rows], device=device)
+        positions = torch.tensor([[s.cached_tokens] for s, _ in self._rows], device=device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=self._mask,
+            position_ids=positions,
+            **{self.cache_arg: self._cache},
+            **self.forward_kwargs,
+        )
+        logits = out.logits[:, -1, :]
+        for row, (sequence, _) in enumerate(self._rows):
+            sequence.advance(logits[row : row + 1])
+        self._leave([i for i, (s, _) in enumerate(self._rows) if s.done])
+
+    # -- the batch's cache -------------------------------------------------------------------------------
+
+    def _join(self, cache: Any, length: int, device: Any) -> None:
+        """Add a prefilled sequence's cache as a new row, left-padding whichever side is shorter."""
+        import torch
+
+        row_mask = torch.ones((1, length), dtype=torch.long, device=device)
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask = cache, row_mask
+            return
+        width = self._mask.shape[1]
+        if length < width:
+            _pad_left(cache, width - length)
+            row_mask = torch.cat([row_mask.new_zeros((1, width - length)), row_mask], dim=1)
+        elif length > width:
+            _pad_left(self._cache, length - width)
+            self._mask = torch.cat(
+                [self._mask.new_zeros((self._mask.shape[0], length - width)), self._mask], dim=1
+            )
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([mine.keys, theirs.keys], dim=0)
+            mine.values = torch.cat([mine.values, theirs.values], dim=0)
+        self._mask = torch.cat([self._mask, row_mask], dim=0)
+
+    def _leave(self, rows: list[int]) -> None:
+        """Finish the sequences in ``rows`` and drop them from the batch (and padding nobody needs)."""
+        if not rows:
+            return
+        import torch
+
+        for row in rows:
+            sequence, emit = self._rows[row]
+            emit(sequence.finish())
+        gone = set(rows)
+        keep = [i for i in range(len(self._rows)) if i not in gone]
+        self._rows = [self._rows[i] for i in keep]
+        if not keep:
+            self._reset()
+            return
+        assert self._mask is not None
+        index = torch.tensor(keep, device=self._mask.device)
+        self._mask = self._mask.index_select(0, index)
+        padding = int((self._mask.shape[1] - self._mask.sum(dim=1)).min())
+        self._mask = self._mask[:, padding:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, padding:, :]
+            layer.values = layer.values.index_select(0, index)[:, :, padding:, :]
+
+    def _reset(self) -> None:
+        self._rows, self._cache, self._mask = [], None, None
+
+
+def _pad_left(cache: Any, n: int) -> None:
+    import torch
+
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name)
+            pad = tensor.new_zeros((*tensor.shape[:2], n, tensor.shape[3]))
+            setattr(layer, name, torch.cat([pad, tensor], dim=2))
