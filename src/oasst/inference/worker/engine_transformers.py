@@ -223,18 +223,8 @@ class TransformersEngine:
             emit=emit,
         )
 
-    def run(
-        self,
-        input_ids: list[int],
-        sampling: SamplingParameters,
-        max_new_tokens: int,
-        cancel: threading.Event,
-        emit: Callable[[str], None],
-    ) -> Finished:
-        """One request's token loop on its own (blocking): emits text pieces, returns how it finished."""
-        return self._decode_alone(self._sequence(input_ids, sampling, max_new_tokens, cancel, emit))
-
     def _decode_alone(self, sequence: Generation) -> Finished:
+        """One request's token loop on its own (blocking): emits text pieces, returns how it finished."""
         import torch
         from transformers import DynamicCache
 
