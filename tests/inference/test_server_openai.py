@@ -52,6 +52,7 @@ def test_completion_with_and_without_streaming(url: str, keys: Keys) -> None:
             temperature=0.3,
             top_p=0.9,
             seed=7,
+            extra_body={"top_k": 20, "repetition_penalty": 1.2, "typical_p": 0.8},  # as vLLM takes them
         )
         assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion"
         assert reply.choices[0].message.content == "Hello, world!"
@@ -66,6 +67,8 @@ def test_completion_with_and_without_streaming(url: str, keys: Keys) -> None:
         assert [t.role for t in request.messages] == ["system", "user", "assistant", "user"]
         assert request.sampling.max_new_tokens == 20 and request.sampling.seed == 7
         assert request.sampling.temperature == 0.3 and request.sampling.top_p == 0.9
+        assert (request.sampling.top_k, request.sampling.repetition_penalty) == (20, 1.2)
+        assert request.sampling.typical_p == 0.8
 
         stream = client.chat.completions.create(
             model=MODEL,
@@ -115,6 +118,10 @@ def test_errors_in_openai_shape(url: str, keys: Keys) -> None:
         client.chat.completions.create(model=MODEL, messages=[{"role": "assistant", "content": "Hi"}])
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=MODEL, messages=[])
+    with pytest.raises(openai.BadRequestError):  # a penalty of 0 would divide by zero
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], extra_body={"repetition_penalty": 0}
+        )
     with workers(ScriptedWorker(url, keys.worker, fail_with="engine exploded")):
         with pytest.raises(openai.APIStatusError) as failed:
             client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])

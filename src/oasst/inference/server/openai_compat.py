@@ -61,6 +61,10 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    # beyond OpenAI's parameters, the ones vLLM and llama.cpp's server accept (sent as extra body fields)
+    top_k: int | None = Field(None, ge=-1, description="0 or -1: no top-k cut.")
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=5.0)
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=8)
@@ -80,6 +84,12 @@ def sampling_for(rt: Runtime, req: ChatCompletionRequest) -> SamplingParameters:
         changes["do_sample"] = req.temperature > 0
     if req.top_p is not None:
         changes["top_p"] = req.top_p
+    if req.top_k is not None:
+        changes["top_k"] = max(req.top_k, 0)
+    if req.typical_p is not None:
+        changes["typical_p"] = req.typical_p
+    if req.repetition_penalty is not None:
+        changes["repetition_penalty"] = req.repetition_penalty
     if req.seed is not None:
         changes["seed"] = req.seed
     if req.stop is not None:
