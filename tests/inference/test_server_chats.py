@@ -156,6 +156,27 @@ def test_message_limits(settings: Any, inf_db: Database) -> None:
         assert r.status_code == 413 and r.json()["error_code"] == ErrorCode.CHAT_TOO_LONG
 
 
+def test_replies_asked_for_are_limited_per_user(settings: Any, inf_db: Database) -> None:
+    """As in the original (20 per 600 s), but every draft counts: 429, a stable code, Retry-After."""
+    from oasst.inference.server.app import create_app
+
+    limited = settings.model_copy(update={"reply_limit": 4, "reply_limit_interval_s": 600})
+    with TestClient(create_app(limited, database=inf_db, migrate=False)) as c:
+        chat = _chat(c)["id"]
+        root = _say(c, chat, "Hello").json()
+        assert len(_ask(c, chat, root["id"], drafts=3)) == 3
+        assert len(_ask(c, chat, root["id"])) == 1  # the fourth reply
+        r = c.post(f"/chats/{chat}/assistant-messages", json={"parent_id": root["id"]}, headers=ALICE)
+        assert r.status_code == 429 and r.json()["error_code"] == ErrorCode.TOO_MANY_REPLIES
+        assert 1 <= int(r.headers["Retry-After"]) <= 600
+        messages = c.get(f"/chats/{chat}", headers=ALICE).json()["messages"]
+        assert len(messages) == 5  # the refused request left nothing behind
+        bob_chat = _chat(c, BOB)["id"]  # another person has a budget of their own
+        bob_root = c.post(f"/chats/{bob_chat}/messages", json={"content": "Hi"}, headers=BOB).json()
+        r = c.post(f"/chats/{bob_chat}/assistant-messages", json={"parent_id": bob_root["id"]}, headers=BOB)
+        assert r.status_code == 202, r.text
+
+
 def test_search_titles_and_contents(client: TestClient) -> None:
     a = _chat(client, title="Gardening")["id"]
     b = _chat(client, title="Cooking")["id"]

@@ -167,3 +167,27 @@ def test_work_of_a_dead_server_process_is_recovered(
         with workers(ScriptedWorker(url, keys.worker, max_parallel=2)):
             for m in (started, popped):
                 assert chat.wait_state(chat_id, m["id"], "complete")["content"] == "Hello, world!"
+
+
+def test_the_reply_limit_is_shared_by_every_server_process(
+    redis_settings: Settings, inf_db: Database
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from oasst.inference.server.app import create_app
+    from oasst.inference.server.errors import ErrorCode
+    from tests.inference.conftest import user_headers
+
+    limited = redis_settings.model_copy(update={"reply_limit": 2})
+    alice = user_headers("alice")
+    with (
+        TestClient(create_app(limited, database=inf_db, migrate=False)) as one,
+        TestClient(create_app(limited, database=inf_db, migrate=False)) as two,
+    ):
+        chat = one.post("/chats", json={}, headers=alice).json()["id"]
+        root = one.post(f"/chats/{chat}/messages", json={"content": "Hi"}, headers=alice).json()["id"]
+        ask = {"parent_id": root}
+        assert one.post(f"/chats/{chat}/assistant-messages", json=ask, headers=alice).status_code == 202
+        assert two.post(f"/chats/{chat}/assistant-messages", json=ask, headers=alice).status_code == 202
+        refused = one.post(f"/chats/{chat}/assistant-messages", json=ask, headers=alice)
+        assert refused.status_code == 429 and refused.json()["error_code"] == ErrorCode.TOO_MANY_REPLIES

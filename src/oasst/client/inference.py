@@ -78,6 +78,7 @@ class InferenceErrorCode(IntEnum):
     PRESET_UNKNOWN = 8101
     QUEUE_FULL = 8102
     TOO_MANY_DRAFTS = 8103
+    TOO_MANY_REPLIES = 8106
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class ErrorCode(IntEnum):
     TOO_MANY_DRAFTS = 8103
     GENERATION_FAILED = 8104
     GENERATION_TIMEOUT = 8105
+    TOO_MANY_REPLIES = 8106  # the per-user limit on asked-for assistant replies
 
 
 class InferenceError(Exception):

@@ -48,6 +48,7 @@ from oasst.inference.server.registry import MemoryRegistry, RedisRegistry, Regis
 from oasst.inference.server.services import chats as chat_service
 from oasst.inference.server.services import work
 from oasst.inference.server.settings import Settings
+from oasst.ratelimit import Limit, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 log = logging.getLogger("oasst.inference")
 
@@ -77,7 +78,27 @@ class Runtime:
         self.registry: Registry = MemoryRegistry()
         self.control: MemoryControl = MemoryControl()
         self.local_sessions: set[str] = set()
+        # the original's limit on asked-for replies (20 per 600 s per user), shared through Redis when set
+        self.reply_limiter: RateLimiter = MemoryRateLimiter()
         self._sweeper: asyncio.Task[None] | None = None
+
+    async def check_reply_limit(self, user_id: str, replies: int) -> None:
+        """Count ``replies`` asked-for assistant replies of ``user_id``; 429 once over the limit."""
+        s = self.settings
+        if s.reply_limit == 0:
+            return
+        limit = Limit(s.reply_limit, s.reply_limit_interval_s)
+        wait = 0
+        for _ in range(replies):
+            wait = max(wait, await asyncio.to_thread(self.reply_limiter.hit, f"replies:{user_id}", limit))
+        if wait:
+            raise InferenceError(
+                f"Too many replies asked for: at most {limit.requests} per {limit.interval_sec} s. "
+                f"Try again in {wait} s.",
+                ErrorCode.TOO_MANY_REPLIES,
+                HTTPStatus.TOO_MANY_REQUESTS,
+                retry_after=wait,
+            )
 
     async def start(self) -> None:
         s = self.settings
@@ -88,6 +109,7 @@ class Runtime:
             self.events = RedisEventLog(self.redis, s.redis_key_prefix, s.event_ttl_s)
             self.registry = RedisRegistry(self.redis, s.redis_key_prefix)
             self.control = RedisControl(self.redis, s.redis_key_prefix)
+            self.reply_limiter = RedisRateLimiter(s.redis_url, prefix=f"{s.redis_key_prefix}rl:")
         else:
             self.queue = MemoryQueue()
             self.events = MemoryEventLog(s.event_ttl_s)

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     max_chat_messages: int = Field(500, ge=2, description="Messages per chat")
     max_message_length: int = Field(32000, ge=1, description="Characters per user message")
     max_drafts: int = Field(4, ge=1, le=8, description="Most alternatives generated at once")
+    reply_limit: int = Field(
+        20, ge=0, description="Assistant replies a user may ask for per reply_limit_interval_s (0: no limit)"
+    )
+    reply_limit_interval_s: int = Field(600, ge=1, description="The window of reply_limit, in seconds")
 
     @field_validator("root_tokens", mode="before")
     @classmethod

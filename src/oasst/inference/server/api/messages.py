@@ -66,6 +66,7 @@ async def create_assistant_messages(
     model = body.model or s.default_model
     await rt.check_model(model)
     sampling = rt.resolve_sampling(model, body.preset, body.sampling)
+    await rt.check_reply_limit(user.user_id, body.drafts)
 
     def work(x: Session) -> list[MessageRead]:
         chat = service.get_chat(x, chat_id, user.user_id, lock=True)
