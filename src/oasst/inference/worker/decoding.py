@@ -110,7 +110,7 @@ class Generation:
         stop_token_ids: frozenset[int],
         device: Any,
         cancel: threading.Event,
-        emit: Callable[[str], None],
+        emit: Emit,
     ) -> None:
         import torch
 
@@ -202,8 +202,8 @@ def batchable(model: Any) -> bool:
 class BatchLoop:
     """Continuous batching in one thread (see the module's docstring).
 
-    ``submit`` hands over a prepared :class:`Generation` and the function that receives its events; the
-    loop emits the text pieces, then a ``Finished`` (or the exception that ended it).
+    ``submit`` hands over a prepared :class:`Generation`; the loop sends its ``emit`` the text pieces, then
+    a ``Finished`` (or the exception that ended it).
     """
 
     def __init__(self, model: Any, *, cache_arg: str, forward_kwargs: dict[str, Any], max_batch: int) -> None:
@@ -211,20 +211,20 @@ class BatchLoop:
         self.cache_arg = cache_arg
         self.forward_kwargs = forward_kwargs
         self.max_batch = max_batch
-        self._incoming: queue.SimpleQueue[tuple[Generation, Emit] | None] = queue.SimpleQueue()
+        self._incoming: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         # the batch: one cache row, one attention-mask row and one entry per running sequence
-        self._rows: list[tuple[Generation, Emit]] = []
+        self._rows: list[Generation] = []
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
 
-    def submit(self, sequence: Generation, emit: Emit) -> None:
+    def submit(self, sequence: Generation) -> None:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="generate-batch", daemon=True)
                 self._thread.start()
-        self._incoming.put((sequence, emit))
+        self._incoming.put(sequence)
 
     def close(self) -> None:
         self._incoming.put(None)
@@ -243,58 +243,57 @@ class BatchLoop:
                         self._step()
                     except Exception as exc:  # every running request learns why
                         log.exception("a batched decoding step failed")
-                        for _, emit in self._rows:
-                            emit(exc)
+                        for sequence in self._rows:
+                            sequence.emit(exc)
                         self._reset()
 
     def _take_new(self) -> bool:
         """Prefill what has arrived (waiting when nothing runs); False once the loop is closed."""
         while len(self._rows) < self.max_batch:
             try:
-                item = self._incoming.get(block=not self._rows)
+                sequence = self._incoming.get(block=not self._rows)
             except queue.Empty:
                 return True
-            if item is None:
-                for sequence, emit in self._rows:
-                    sequence.reason = FinishReason.cancelled
-                    emit(sequence.finish())
+            if sequence is None:
+                for running in self._rows:
+                    running.reason = FinishReason.cancelled
+                    running.emit(running.finish())
                 self._reset()
                 return False
-            sequence, emit = item
             try:
-                self._prefill(sequence, emit)
+                self._prefill(sequence)
             except Exception as exc:  # this request fails; the batch goes on
-                emit(exc)
+                sequence.emit(exc)
         return True
 
-    def _prefill(self, sequence: Generation, emit: Emit) -> None:
+    def _prefill(self, sequence: Generation) -> None:
         import torch
         from transformers import DynamicCache
 
-        if sequence.check_cancel() or sequence.done:
-            emit(sequence.finish())
+        if sequence.check_cancel():
+            sequence.emit(sequence.finish())
             return
         cache = DynamicCache(config=self.model.config)
         prompt = torch.tensor([sequence.input_ids], device=sequence.device)
         out = self.model(input_ids=prompt, **{self.cache_arg: cache}, **self.forward_kwargs)
         sequence.advance(out.logits[:, -1, :])
         if sequence.done:
-            emit(sequence.finish())
+            sequence.emit(sequence.finish())
             return
         self._join(cache, len(sequence.input_ids), sequence.device)
-        self._rows.append((sequence, emit))
+        self._rows.append(sequence)
 
     def _step(self) -> None:
         """One forward pass for every running sequence, then each chooses its next token."""
         import torch
 
-        self._leave([i for i, (s, _) in enumerate(self._rows) if s.check_cancel()])
+        self._leave([i for i, s in enumerate(self._rows) if s.check_cancel()])
         if not self._rows:
             return
         assert self._mask is not None
         device = self._mask.device
-        tokens = torch.tensor([[s.last_token] for s, _ in self._rows], device=device)
-        positions = torch.tensor([[s.cached_tokens] for s, _ in self._rows], device=device)
+        tokens = torch.tensor([[s.last_token] for s in self._rows], device=device)
+        positions = torch.tensor([[s.cached_tokens] for s in self._rows], device=device)
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
         out = self.model(
             input_ids=tokens,
@@ -304,9 +303,9 @@ class BatchLoop:
             **self.forward_kwargs,
         )
         logits = out.logits[:, -1, :]
-        for row, (sequence, _) in enumerate(self._rows):
+        for row, sequence in enumerate(self._rows):
             sequence.advance(logits[row : row + 1])
-        self._leave([i for i, (s, _) in enumerate(self._rows) if s.done])
+        self._leave([i for i, s in enumerate(self._rows) if s.done])
 
     # -- the batch's cache -------------------------------------------------------------------------------
 
@@ -339,8 +338,7 @@ class BatchLoop:
         import torch
 
         for row in rows:
-            sequence, emit = self._rows[row]
-            emit(sequence.finish())
+            self._rows[row].emit(self._rows[row].finish())
         gone = set(rows)
         keep = [i for i in range(len(self._rows)) if i not in gone]
         self._rows = [self._rows[i] for i in keep]

@@ -18,12 +18,12 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from oasst.inference.protocol import ChatTurn, SamplingParameters, WorkRequest
+from oasst.inference.protocol import ChatTurn, WorkRequest
 from oasst.inference.worker.decoding import BatchLoop, Generation, batchable
 from oasst.inference.worker.engines import EngineError, Finished, GenerationEvent
 from oasst.inference.worker.truncation import ContextTooLong, fit_to_context
@@ -181,9 +181,18 @@ class TransformersEngine:
         def work() -> None:
             try:
                 input_ids, max_new_tokens = self.prompt_ids(request)
-                sequence = self._sequence(input_ids, request.sampling, max_new_tokens, cancel, emit)
+                sequence = Generation(
+                    input_ids=input_ids,
+                    sampling=request.sampling,
+                    max_new_tokens=max_new_tokens,
+                    tokenizer=self.tokenizer,
+                    stop_token_ids=self.stop_token_ids,
+                    device=self.device,
+                    cancel=cancel,
+                    emit=emit,
+                )
                 if self._batch is not None:
-                    self._batch.submit(sequence, emit)  # the batch loop emits the rest
+                    self._batch.submit(sequence)  # the batch loop emits the rest
                 else:
                     emit(self._decode_alone(sequence))
             except BaseException as exc:
@@ -204,25 +213,6 @@ class TransformersEngine:
                 cancel.set()
                 future.cancel()
 
-    def _sequence(
-        self,
-        input_ids: list[int],
-        sampling: SamplingParameters,
-        max_new_tokens: int,
-        cancel: threading.Event,
-        emit: Callable[[str], None],
-    ) -> Generation:
-        return Generation(
-            input_ids=input_ids,
-            sampling=sampling,
-            max_new_tokens=max_new_tokens,
-            tokenizer=self.tokenizer,
-            stop_token_ids=self.stop_token_ids,
-            device=self.device,
-            cancel=cancel,
-            emit=emit,
-        )
-
     def _decode_alone(self, sequence: Generation) -> Finished:
         """One request's token loop on its own (blocking): emits text pieces, returns how it finished."""
         import torch
@@ -231,7 +221,7 @@ class TransformersEngine:
         next_input = torch.tensor([sequence.input_ids], device=self.device)
         with torch.inference_mode():
             cache = DynamicCache(config=self.model.config)
-            while not sequence.done and not sequence.check_cancel():
+            while not sequence.check_cancel():
                 out = self.model(input_ids=next_input, **{self._cache_arg: cache}, **self._forward_kwargs)
                 sequence.advance(out.logits[:, -1, :])
                 next_input = torch.tensor([[sequence.last_token]], device=self.device)
