@@ -21,8 +21,8 @@ class Limit:
 
 
 class RateLimiter(Protocol):
-    def hit(self, key: str, limit: Limit) -> int:
-        """Count one request under ``key``; return seconds to wait if over the limit, else 0."""
+    def hit(self, key: str, limit: Limit, cost: int = 1) -> int:
+        """Count ``cost`` requests under ``key``; return seconds to wait if over the limit, else 0."""
         ...
 
     def exhausted(self, key: str, limit: Limit) -> bool:
@@ -39,13 +39,13 @@ class MemoryRateLimiter:
         self._windows: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def hit(self, key: str, limit: Limit) -> int:
+    def hit(self, key: str, limit: Limit, cost: int = 1) -> int:
         now = time.monotonic()
         with self._lock:
             start, count = self._windows.get(key, (now, 0))
             if now - start >= limit.interval_sec:
                 start, count = now, 0
-            count += 1
+            count += cost
             self._windows[key] = (start, count)
             if len(self._windows) > 100_000:
                 self._evict(now, limit.interval_sec)
@@ -68,7 +68,7 @@ class MemoryRateLimiter:
 
 
 class RedisRateLimiter:
-    """Counters in Redis with ``INCR`` + ``PEXPIRE NX``, so every server replica shares one budget."""
+    """Counters in Redis with ``INCRBY`` + ``PEXPIRE NX``, so every server replica shares one budget."""
 
     def __init__(self, url: str, prefix: str = "oasst:rl:") -> None:
         import redis
@@ -76,10 +76,10 @@ class RedisRateLimiter:
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
 
-    def hit(self, key: str, limit: Limit) -> int:
+    def hit(self, key: str, limit: Limit, cost: int = 1) -> int:
         full_key = f"{self._prefix}{limit.interval_sec}:{key}"
         pipe = self._redis.pipeline()
-        pipe.incr(full_key)
+        pipe.incrby(full_key, cost)
         pipe.pexpire(full_key, limit.interval_sec * 1000, nx=True)
         pipe.pttl(full_key)
         count, _, ttl_ms = pipe.execute()

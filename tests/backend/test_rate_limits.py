@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from oasst.backend.app import create_app
 from oasst.backend.db import Database
-from oasst.backend.ratelimit import Limit, MemoryRateLimiter, RedisRateLimiter
+from oasst.ratelimit import Limit, MemoryRateLimiter, RedisRateLimiter
 from tests.backend.volunteers import Volunteer
 from tests.conftest import Keys, make_test_settings
 
@@ -73,4 +73,7 @@ def test_limiter_windows(kind: str, request: pytest.FixtureRequest) -> None:
     assert limiter.exhausted("k", limit)
     assert not limiter.exhausted("other", limit)
     assert 0 < limiter.hit("k", limit) <= 60
+    assert limiter.hit("drafts", limit, 2) == 0  # one call may count several requests
+    assert limiter.hit("drafts", limit) > 0
+    assert limiter.hit("many", limit, 3) > 0
     limiter.reset()

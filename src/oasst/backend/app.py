@@ -21,9 +21,9 @@ from oasst.backend.db import Database, make_engine
 from oasst.backend.errors import ErrorCode, OasstError, error_for_conflict
 from oasst.backend.guards import RequestGuard
 from oasst.backend.migrate import upgrade
-from oasst.backend.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from oasst.backend.services.clients import TaskCaches
 from oasst.backend.settings import Settings
+from oasst.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
 log = logging.getLogger("oasst.backend")
 

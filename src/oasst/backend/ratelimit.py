@@ -6,9 +6,9 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from oasst.backend.errors import ErrorCode, OasstError
-from oasst.ratelimit import Limit, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from oasst.ratelimit import Limit, RateLimiter
 
-__all__ = ["Limit", "MemoryRateLimiter", "RateLimiter", "RedisRateLimiter", "enforce"]
+__all__ = ["enforce"]
 
 
 def enforce(limiter: RateLimiter, key: str, limit: Limit, what: str) -> None:

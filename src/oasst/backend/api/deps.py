@@ -12,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from oasst.backend.db import Database
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import ApiClient
-from oasst.backend.ratelimit import RateLimiter
 from oasst.backend.services import clients as clients_service
 from oasst.backend.services.clients import TaskCaches
 from oasst.backend.settings import Settings
+from oasst.ratelimit import RateLimiter
 
 
 async def get_settings(request: Request) -> Settings:

@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session
 from oasst.backend.api.deps import ApiClientDep, DatabaseDep, SettingsDep, TaskCachesDep, TaskServicesDep
 from oasst.backend.errors import ErrorCode, OasstError
 from oasst.backend.models import ApiClient
-from oasst.backend.ratelimit import Limit, RateLimiter, enforce
+from oasst.backend.ratelimit import enforce
 from oasst.backend.services import clients as clients_service
 from oasst.backend.services import dispenser, interactions
 from oasst.backend.settings import Settings
 from oasst.protocol import common
 from oasst.protocol import tasks as wire
 from oasst.protocol.tasks import TaskRequestType as R
+from oasst.ratelimit import Limit, RateLimiter
 
 router = APIRouter()
 

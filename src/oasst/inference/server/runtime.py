@@ -88,9 +88,7 @@ class Runtime:
         if s.reply_limit == 0:
             return
         limit = Limit(s.reply_limit, s.reply_limit_interval_s)
-        wait = 0
-        for _ in range(replies):
-            wait = max(wait, await asyncio.to_thread(self.reply_limiter.hit, f"replies:{user_id}", limit))
+        wait = await asyncio.to_thread(self.reply_limiter.hit, f"replies:{user_id}", limit, replies)
         if wait:
             raise InferenceError(
                 f"Too many replies asked for: at most {limit.requests} per {limit.interval_sec} s. "
