@@ -46,7 +46,6 @@ class TransformersEngine:
         model_name: str,
         context_length: int | None = None,
         max_parallel: int = 1,
-        batching: bool = True,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -72,7 +71,7 @@ class TransformersEngine:
         self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to call from two threads
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="generate")
         self._batch: BatchLoop | None = None
-        if batching and max_parallel > 1 and batchable(model):
+        if max_parallel > 1 and batchable(model):
             self._batch = BatchLoop(
                 model, cache_arg=self._cache_arg, forward_kwargs=self._forward_kwargs, max_batch=max_parallel
             )
