@@ -108,6 +108,21 @@ def test_nack_hides_the_item_from_that_user(small_client: TestClient, database: 
     assert [t.skip_reason for t in skipped] == ["not my language"]
 
 
+def test_a_held_task_can_be_fetched_again_until_it_is_skipped(small_client: TestClient) -> None:
+    author, reviewer = Volunteer(small_client, "a"), Volunteer(small_client, "r")
+    author.work_once("initial_prompt")
+    task = reviewer.request("label_initial_prompt").json()
+    # the reviewer holds the only prompt: asking again finds nothing, fetching the held task shows it
+    assert reviewer.request("label_initial_prompt").json()["error_code"] == 1006
+    again = small_client.get(f"/api/v1/tasks/{task['id']}")
+    assert again.status_code == 200 and again.json() == task
+    small_client.post(f"/api/v1/tasks/{task['id']}/nack", json={"reason": "later"})
+    gone = small_client.get(f"/api/v1/tasks/{task['id']}")
+    assert (gone.status_code, gone.json()["error_code"]) == (400, 2109)
+    missing = small_client.get(f"/api/v1/tasks/{uuid.uuid4()}")
+    assert (missing.status_code, missing.json()["error_code"]) == (404, 2100)
+
+
 def test_task_conversations_show_the_readers_own_emojis(small_client: TestClient) -> None:
     author, reader = Volunteer(small_client, "author"), Volunteer(small_client, "reader")
     author.work_once("initial_prompt")

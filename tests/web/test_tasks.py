@@ -197,6 +197,18 @@ def test_skip_sends_the_reason(browser: Browser, database: Database) -> None:
     assert messages(database) == []
 
 
+def test_reloading_the_last_task_shows_it_again(browser: Browser, database: Database) -> None:
+    author, reviewer = Person(browser, "jill"), Person(browser, "kurt")
+    assert author.submit(author.open("initial_prompt"), text="Why is the sky blue?").status_code == 303
+    held = reviewer.open("label_initial_prompt")
+    assert held.task["conversation"]["messages"][0]["text"] == "Why is the sky blue?"
+    again = reviewer.open("label_initial_prompt")  # a reload: the only prompt is the one already held
+    assert again.id == held.id
+    assert reviewer.skip(again).status_code == 303
+    empty = reviewer.client.get("/tasks/label_initial_prompt")
+    assert empty.status_code == 200 and 'data-testid="no-tasks"' in empty.text
+
+
 def test_mandatory_labels_and_unchanged_answers(browser: Browser, database: Database) -> None:
     jo, kim = Person(browser, "jo"), Person(browser, "kim")
     jo.submit(jo.open("initial_prompt"), text="Explain <script>alert(1)</script> tags, please.")

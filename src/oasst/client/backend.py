@@ -73,6 +73,11 @@ class BackendClient(MessagesApi, UsersApi, StatsApi, AdminApi):
         data = await self._call("POST", "/tasks/", json=dump(body))
         return self._parse(_TASK_ADAPTER, data, "task")
 
+    async def get_task(self, task_id: UUID | str) -> AnyTask:
+        """``GET /tasks/{id}``: a task handed out earlier, while it is still open (an oasst addition)."""
+        data = await self._call("GET", f"/tasks/{task_id}")
+        return self._parse(_TASK_ADAPTER, data, "task")
+
     async def ack_task(self, task_id: UUID | str, frontend_message_id: str) -> None:
         """``POST /tasks/{id}/ack``: accept the task, binding it to the frontend's own message id."""
         await self._call("POST", f"/tasks/{task_id}/ack", json=dump(TaskAck(message_id=frontend_message_id)))

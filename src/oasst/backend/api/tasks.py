@@ -113,6 +113,13 @@ def task_availability(
     return database.write(work)
 
 
+@router.get("/{task_id}", response_model=wire.AnyTask, summary="A task handed out and still open (oasst)")
+def get_task(task_id: UUID, client: ApiClientDep, database: DatabaseDep) -> Response:
+    """Lets a frontend show a task again (a reloaded page) instead of holding two of them."""
+    payload = database.read(lambda s: interactions.held_task(s, client, task_id))
+    return _json(_TASK_JSON, _TASK_JSON.validate_python(payload))
+
+
 @router.post("/{task_id}/ack", status_code=204, summary="Acknowledge a task with the frontend's message id")
 def ack_task(task_id: UUID, body: wire.TaskAck, client: ApiClientDep, database: DatabaseDep) -> None:
     # a frontend id already bound to another task violates a unique index: the app maps that to 2000

@@ -110,6 +110,16 @@ def _task_by_id(
     return task
 
 
+def held_task(session: Session, client: ApiClient, task_id: uuid.UUID) -> dict[str, Any]:
+    """The task as it was handed out, while its user may still complete it (not done, skipped or expired)."""
+    stmt = _task_stmt(by_frontend_id=False, for_update=False, with_payload=True)
+    task: Task | None = session.scalars(stmt, {"key": task_id, "client_id": client.id}).first()
+    if task is None:
+        raise OasstError(f"Task {task_id} not found.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
+    _check_open(task)
+    return task.payload
+
+
 def _task_by_frontend_id(session: Session, client: ApiClient, frontend_message_id: str) -> Task:
     task = _lock_task(session, client, frontend_message_id, by_frontend_id=True)
     if task is None:

@@ -301,22 +301,45 @@ def _interaction(
 # -- open tasks of this browser session -----------------------------------------------------------
 
 
-def _remember(request: Request, task_id: UUID) -> None:
-    open_tasks = [t for t in request.session.get("open_tasks", []) if t != str(task_id)]
-    request.session["open_tasks"] = [*open_tasks, str(task_id)][-MAX_OPEN_TASKS:]
+# Entries are "<task id>:<slug of the page that asked for it>", newest last.
 
 
-def _forget(request: Request, task_id: UUID) -> None:
-    request.session["open_tasks"] = [t for t in request.session.get("open_tasks", []) if t != str(task_id)]
+def _remember(request: Request, task_id: UUID, slug: str) -> None:
+    kept = [e for e in request.session.get("open_tasks", []) if e.partition(":")[0] != str(task_id)]
+    request.session["open_tasks"] = [*kept, f"{task_id}:{slug}"][-MAX_OPEN_TASKS:]
+
+
+def _forget(request: Request, task_id: UUID | str) -> None:
+    open_tasks = request.session.get("open_tasks", [])
+    request.session["open_tasks"] = [e for e in open_tasks if e.partition(":")[0] != str(task_id)]
 
 
 async def _release_open_tasks(request: Request, backend: BackendClient) -> None:
     """Pages left without submit or skip still hold their task; give them back so new ones can come."""
-    for task_id in request.session.pop("open_tasks", []):
+    for entry in request.session.pop("open_tasks", []):
         try:
-            await backend.nack_task(task_id, "left unfinished (page closed or reloaded)")
+            await backend.nack_task(entry.partition(":")[0], "left unfinished (page closed or reloaded)")
         except OasstApiError:
             continue
+
+
+async def _held_task(request: Request, backend: BackendClient, kind: TaskKind) -> AnyTask | None:
+    """The newest task of this kind that the person still holds (a reloaded page), if it is still open.
+
+    The dispenser never hands anyone two tasks on the same item, so without this a person who reloads
+    the page of the last available task would see "no tasks" while holding one.
+    """
+    for entry in reversed(request.session.get("open_tasks", [])):
+        task_id, _, slug = entry.partition(":")
+        if slug != kind.slug:
+            continue
+        try:
+            return await backend.get_task(task_id)
+        except OasstApiError as exc:
+            if not 400 <= exc.status < 500:
+                raise
+            _forget(request, task_id)  # done, skipped or expired meanwhile (another tab, the backend)
+    return None
 
 
 async def _request_task(
@@ -401,11 +424,11 @@ def _kind(slug: str) -> TaskKind:
 @router.get("/tasks/{slug}")
 async def task_page(request: Request, slug: str, account: AccountDep, backend: BackendDep) -> Response:
     kind = _kind(slug)
-    task = await _request_task(request, backend, account, kind)
+    task = await _request_task(request, backend, account, kind) or await _held_task(request, backend, kind)
     if task is None:
         others = [k for k in TASK_KINDS if k.slug != kind.slug]
         return render(request, "tasks/empty.html", kind=kind, others=others)
-    _remember(request, task.id)
+    _remember(request, task.id, kind.slug)
     return _render_task(request, account, kind, task, TaskState.initial(task))
 
 
