@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -343,6 +345,33 @@ def test_reconnects_after_server_restart_and_abandons_in_flight_work() -> None:
         assert not server.of_type("done", "lost")
 
     asyncio.run(main())
+
+
+def test_backoff_starts_afresh_once_a_connection_was_made(caplog: pytest.LogCaptureFixture) -> None:
+    def delays() -> list[float]:
+        return [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
+
+    async def main() -> None:
+        server = FakeServer()
+        with contextlib.closing(__import__("socket").socket()) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        runner = WorkerRunner(FakeEngine(), settings(port, backoff_initial_s=0.02, backoff_max_s=0.08))
+        task = asyncio.create_task(runner.run(stop := asyncio.Event()))
+        await wait_until(lambda: len(delays()) >= 4)  # nothing listens yet: the backoff grows to its cap
+        async with serving(server.app, port=port):
+            await wait_until(lambda: server.of_type("hello"))
+            seen = len(delays())
+            assert server.socket is not None
+            await server.socket.close()  # a connection that was made is lost
+            await wait_until(lambda: len(server.of_type("hello")) == 2)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        assert delays()[:4] == [0.02, 0.04, 0.08, 0.08]
+        assert delays()[seen] == 0.02  # not the cap the failed attempts had reached
+
+    with caplog.at_level(logging.WARNING, logger="oasst.inference.worker.runner"):
+        asyncio.run(main())
 
 
 def test_refused_ends_the_worker_with_the_reason() -> None:

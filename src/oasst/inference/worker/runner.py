@@ -138,13 +138,19 @@ class WorkerRunner:
         )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Connect, serve, and reconnect with backoff until ``stop``. Raises :class:`WorkerRefused`."""
+        """Connect, serve, and reconnect with backoff until ``stop``. Raises :class:`WorkerRefused`.
+
+        The backoff doubles while connecting fails and starts afresh once a connection was made, so a
+        worker that lost a healthy connection is back within ``backoff_initial_s``, however many times
+        that happened before.
+        """
         stop = stop or asyncio.Event()
         delay = self.settings.backoff_initial_s
         while not stop.is_set():
+            opened = self.connections
             try:
                 await self._connect_and_serve(stop)
-                delay = self.settings.backoff_initial_s
+                problem = "the connection ended"
             except WorkerRefused:
                 raise
             except InvalidStatus as exc:
@@ -153,11 +159,14 @@ class WorkerRunner:
                     raise WorkerRefused(
                         f"http_{status}", f"the server rejected the worker's connection with HTTP {status}"
                     ) from exc
-                log.warning("server answered HTTP %s; retrying in %.1f s", status, delay)
+                problem = f"the server answered HTTP {status}"
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed, _ConnectionLost) as exc:
-                log.warning("connection to %s failed or lost (%s); retrying in %.1f s", self.url, exc, delay)
+                problem = f"connection to {self.url} failed or lost ({exc})"
             if stop.is_set():
                 break
+            if self.connections > opened:
+                delay = self.settings.backoff_initial_s
+            log.warning("%s; retrying in %.3g s", problem, delay)
             self.on_state("waiting")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay * random.uniform(0.8, 1.2))
