@@ -28,6 +28,7 @@ from oasst.inference.protocol import (
     ErrorEvent,
     FinishReason,
     Ping,
+    Pong,
     ServerToWorker,
     TokenEvent,
     Usage,
@@ -253,13 +254,14 @@ class ScriptedWorker:
                 await ws.send(hello.model_dump_json())
             pinger = asyncio.create_task(self._ping(ws))
             tasks: set[asyncio.Task[None]] = set()
-            self._connected.set()
             try:
                 async for raw in ws:
                     data = json.loads(raw)
                     if self.first_frame is None:
                         self.first_frame = data
                     frame = self._frames.validate_python(data)
+                    if isinstance(frame, Pong):
+                        self._connected.set()  # the server has registered this worker
                     if isinstance(frame, WorkRequest):
                         self.requests.append(frame)
                         task = asyncio.create_task(self._generate(ws, frame))
@@ -280,10 +282,10 @@ class ScriptedWorker:
         from websockets.exceptions import ConnectionClosed
 
         with contextlib.suppress(ConnectionClosed):
-            while True:
-                await asyncio.sleep(self.ping_interval)
+            while True:  # the first ping goes out at once: its pong says the server took the hello
                 if not self._frozen:
                     await ws.send(Ping().model_dump_json())
+                await asyncio.sleep(self.ping_interval)
 
     async def _generate(self, ws: Any, request: WorkRequest) -> None:
         self.active.add(request.id)

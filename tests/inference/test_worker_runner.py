@@ -360,7 +360,7 @@ def test_backoff_starts_afresh_once_a_connection_was_made(caplog: pytest.LogCapt
         task = asyncio.create_task(runner.run(stop := asyncio.Event()))
         await wait_until(lambda: len(delays()) >= 4)  # nothing listens yet: the backoff grows to its cap
         async with serving(server.app, port=port):
-            await wait_until(lambda: server.of_type("hello"))
+            await wait_until(lambda: runner.connections == 1)  # the server answered the first ping
             seen = len(delays())
             assert server.socket is not None
             await server.socket.close()  # a connection that was made is lost

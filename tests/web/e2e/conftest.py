@@ -124,8 +124,10 @@ def _wait_until_up(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
     raise AssertionError(f"oasst up did not answer in time:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """One browser per test module: Playwright's sync API keeps an event loop running on this thread while
+    it is open, which would break ``asyncio.run`` in whatever tests this process runs next."""
     if not Path(CHROMIUM).is_file():
         _missing(f"Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright

@@ -1,7 +1,8 @@
 """The worker's side of the websocket to the inference server.
 
 One connection at a time: connect with the worker key and the protocol version, announce the model and
-capacity (:class:`~oasst.inference.protocol.WorkerHello`), then at once
+capacity (:class:`~oasst.inference.protocol.WorkerHello`) and ping at once — the server's first answer
+confirms the session (only then does the worker count as connected) — then at once
 
 * read: work requests start a job each (never more than ``max_parallel`` run in the engine; the server
   sends work only into free slots, and anything beyond is held here rather than dropped), cancels stop a
@@ -123,7 +124,7 @@ class WorkerRunner:
         self.url = worker_url(settings.server_url)
         self.on_state = on_state or (lambda state: None)
         self.jobs: dict[str, _Job] = {}
-        self.connections = 0  # sessions opened, for logs and tests
+        self.connections = 0  # sessions the server confirmed (answered), for logs and tests
         self._slots = asyncio.Semaphore(engine.max_parallel)
         self._outbox: asyncio.Queue[BaseModel] = asyncio.Queue()
         self._last_heard = 0.0
@@ -181,9 +182,6 @@ class WorkerRunner:
             max_size=2**24,
             ping_interval=None,  # the protocol's own Ping/Pong is the heartbeat
         ) as ws:
-            self.connections += 1
-            log.info("connected to %s as %s", self.url, self.engine.model_name)
-            self.on_state("connected")
             await self._serve(ws, stop)
 
     async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
@@ -194,6 +192,7 @@ class WorkerRunner:
         except ConnectionClosed:
             await _raise_if_refused(ws)  # a server that refuses may close before reading the hello
             raise
+        self._outbox.put_nowait(Ping())  # its pong confirms that the server took the hello
         tasks = [
             asyncio.create_task(self._reader(ws), name="reader"),
             asyncio.create_task(self._writer(ws), name="writer"),
@@ -227,6 +226,7 @@ class WorkerRunner:
 
     async def _reader(self, ws: ClientConnection) -> None:
         loop = asyncio.get_running_loop()
+        confirmed = False
         async for raw in ws:
             self._last_heard = loop.time()
             try:
@@ -234,6 +234,12 @@ class WorkerRunner:
             except ValidationError as exc:
                 log.warning("ignoring a message the protocol does not know: %s", str(exc).splitlines()[0])
                 continue
+            if not confirmed and not isinstance(message, Refused):
+                # the server answered: it registered this worker and may send work from now on
+                confirmed = True
+                self.connections += 1
+                log.info("connected to %s as %s", self.url, self.engine.model_name)
+                self.on_state("connected")
             if isinstance(message, WorkRequest):
                 self._start(message)
             elif isinstance(message, CancelWork):
