@@ -27,8 +27,10 @@ from oasst.inference.protocol import (  # noqa: E402
     FinishReason,
     Role,
     SamplingParameters,
+    Usage,
     WorkRequest,
 )
+from oasst.inference.worker.decoding import Relay  # noqa: E402
 from oasst.inference.worker.engine_transformers import TransformersEngine  # noqa: E402
 from oasst.inference.worker.engines import EngineError, Finished, StopBuffer, collect  # noqa: E402
 
@@ -323,3 +325,26 @@ def test_stop_buffer_earliest_stop_wins_and_flushes_the_tail() -> None:
 
 def test_stop_buffer_without_stops_passes_through() -> None:
     assert feed([], ["a", "b"]) == (["a", "b", ""], False)
+
+
+def test_relay_groups_fast_text_and_passes_the_end_at_once() -> None:
+    async def main() -> None:
+        relay = Relay(asyncio.get_running_loop(), interval_s=60)
+        await asyncio.to_thread(relay.emit, "The")  # the first piece goes at once
+        assert await relay.get() == "The"
+
+        def rest() -> None:  # these come within the interval: they wait for the end, then go together
+            for piece in (" small", " cat"):
+                relay.emit(piece)
+            relay.emit(Finished(FinishReason.length, Usage(prompt_tokens=2, completion_tokens=3)))
+
+        await asyncio.to_thread(rest)
+        assert await relay.get() == " small cat"
+        assert isinstance(await relay.get(), Finished)
+
+        slow = Relay(asyncio.get_running_loop(), interval_s=0)  # a model slower than the interval
+        for piece in ("a", "b"):
+            await asyncio.to_thread(slow.emit, piece)
+            assert await slow.get() == piece
+
+    asyncio.run(main())

@@ -19,9 +19,13 @@ draw only when it lands within rounding of a boundary).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +35,7 @@ from oasst.inference.worker.engines import Finished, GenerationEvent, StopBuffer
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BatchLoop", "Detokenizer", "Generation", "batchable", "logits_processors"]
+__all__ = ["BatchLoop", "Detokenizer", "Generation", "Relay", "batchable", "logits_processors"]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +187,53 @@ class Generation:
         return Finished(
             self.reason, Usage(prompt_tokens=len(self.input_ids), completion_tokens=self.generated)
         )
+
+
+class Relay:
+    """Carries one generation's events from the decoding thread to the event loop that asked for them.
+
+    Waking the event loop costs the decoding thread the GIL for a moment, once per wake-up. So a text piece
+    that comes within ``interval_s`` of the last hand-over waits and goes with the next one (or with the
+    end): a fast model wakes the loop at most every ``interval_s`` instead of every token, while the first
+    piece — and every piece of a model slower than that — passes at once. The end and errors always pass
+    at once, after whatever text is still waiting.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
+        self.loop = loop
+        self.interval_s = interval_s
+        self.events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
+        self._waiting: list[str] = []
+        self._lock = threading.Lock()
+        self._last = -math.inf
+
+    def emit(self, event: GenerationEvent | BaseException) -> None:
+        """Called from the decoding thread; never fails because the listener went away."""
+        if isinstance(event, str):
+            now = time.monotonic()
+            with self._lock:
+                self._waiting.append(event)
+                if now - self._last < self.interval_s:
+                    return
+                self._last = now
+            self._call(self._flush)
+            return
+        self._call(self._flush)
+        self._call(self.events.put_nowait, event)
+
+    async def get(self) -> GenerationEvent | BaseException:
+        return await self.events.get()
+
+    def _call(self, function: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the listener's event loop is closed
+            self.loop.call_soon_threadsafe(function, *args)
+
+    def _flush(self) -> None:
+        with self._lock:
+            text = "".join(self._waiting)
+            self._waiting.clear()
+        if text:
+            self.events.put_nowait(text)
 
 
 def batchable(model: Any) -> bool:

@@ -13,7 +13,6 @@ it completes, and the counts are the tokens actually computed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from oasst.inference.protocol import ChatTurn, WorkRequest
-from oasst.inference.worker.decoding import BatchLoop, Generation, batchable
+from oasst.inference.worker.decoding import BatchLoop, Generation, Relay, batchable
 from oasst.inference.worker.engines import EngineError, Finished, GenerationEvent
 from oasst.inference.worker.truncation import ContextTooLong, fit_to_context
 
@@ -33,6 +32,8 @@ __all__ = ["TransformersEngine"]
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 2048
+# text that comes faster than this is handed to the event loop in groups (see decoding.Relay)
+STREAM_INTERVAL_S = 0.02
 
 
 class TransformersEngine:
@@ -46,6 +47,7 @@ class TransformersEngine:
         model_name: str,
         context_length: int | None = None,
         max_parallel: int = 1,
+        stream_interval_s: float = STREAM_INTERVAL_S,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -53,6 +55,7 @@ class TransformersEngine:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_parallel = max_parallel
+        self.stream_interval_s = stream_interval_s
         self.context_length = context_length or _context_length(model, tokenizer)
         self.device = next(model.parameters()).device
         if not getattr(tokenizer, "chat_template", None):
@@ -169,13 +172,8 @@ class TransformersEngine:
         self, request: WorkRequest, cancel: threading.Event | None = None
     ) -> AsyncIterator[GenerationEvent]:
         cancel = cancel or threading.Event()
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
-
-        def emit(event: GenerationEvent | BaseException) -> None:
-            # called from the decoding thread, which must never fail because a listener went away
-            with contextlib.suppress(RuntimeError):  # the listener's event loop is closed
-                loop.call_soon_threadsafe(events.put_nowait, event)
+        relay = Relay(asyncio.get_running_loop(), self.stream_interval_s)
+        emit = relay.emit
 
         def work() -> None:
             try:
@@ -201,7 +199,7 @@ class TransformersEngine:
         finished = False
         try:
             while not finished:
-                event = await events.get()
+                event = await relay.get()
                 if isinstance(event, BaseException):
                     finished = True
                     raise event
