@@ -264,7 +264,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", type=Path, help="A model directory (default: bootstrap a tiny one).")
-    parser.add_argument("--requests", type=int, default=16, help="Requests per run.")
+    parser.add_argument("--requests", type=int, default=64, help="Requests per run.")
     parser.add_argument("--tokens", type=int, default=128, help="max_new_tokens per request.")
     parser.add_argument(
         "--max-parallel", type=int, default=8, help="Slots per worker (and the direct engine)."

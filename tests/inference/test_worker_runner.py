@@ -259,6 +259,20 @@ def test_first_token_is_not_delayed_and_later_tokens_are_coalesced() -> None:
     asyncio.run(main())
 
 
+def test_the_end_of_an_answer_is_not_held_back_by_the_coalescing_pause() -> None:
+    async def main() -> None:
+        server = FakeServer()
+        engine = FakeEngine(delay=0.001)
+        async with serving(server.app) as port, worker(WorkerRunner(engine, settings(port, coalesce_s=30))):
+            await wait_until(lambda: server.of_type("hello"))
+            await server.send(work("quick", tokens=4))
+            await wait_until(lambda: server.of_type("done", "quick"), timeout=5)  # not after 30 s
+        tokens = "".join(t["text"] for t in server.of_type("token", "quick"))
+        assert tokens == server.of_type("done", "quick")[0]["text"] == "t0 t1 t2 t3 "
+
+    asyncio.run(main())
+
+
 def test_cancel_is_honoured() -> None:
     async def main() -> None:
         server = FakeServer()

@@ -127,6 +127,7 @@ class WorkerRunner:
         self.connections = 0  # sessions the server confirmed (answered), for logs and tests
         self._slots = asyncio.Semaphore(engine.max_parallel)
         self._outbox: asyncio.Queue[BaseModel] = asyncio.Queue()
+        self._urgent = asyncio.Event()  # something other than a token waits: no coalescing pause
         self._last_heard = 0.0
 
     def hello(self) -> WorkerHello:
@@ -185,14 +186,14 @@ class WorkerRunner:
             await self._serve(ws, stop)
 
     async def _serve(self, ws: ClientConnection, stop: asyncio.Event) -> None:
-        self._outbox = asyncio.Queue()
+        self._outbox, self._urgent = asyncio.Queue(), asyncio.Event()
         self._last_heard = asyncio.get_running_loop().time()
         try:
             await ws.send(self.hello().model_dump_json())
         except ConnectionClosed:
             await _raise_if_refused(ws)  # a server that refuses may close before reading the hello
             raise
-        self._outbox.put_nowait(Ping())  # its pong confirms that the server took the hello
+        self._put(Ping())  # its pong confirms that the server took the hello
         tasks = [
             asyncio.create_task(self._reader(ws), name="reader"),
             asyncio.create_task(self._writer(ws), name="writer"),
@@ -266,7 +267,7 @@ class WorkerRunner:
 
     async def _run_job(self, job: _Job) -> None:
         request = job.request
-        put = self._outbox.put_nowait
+        put = self._put
         try:
             async with self._slots:
                 if job.cancel.is_set():
@@ -305,12 +306,19 @@ class WorkerRunner:
 
     # -- writing ------------------------------------------------------------------------------------------
 
+    def _put(self, message: BaseModel) -> None:
+        self._outbox.put_nowait(message)
+        if not isinstance(message, TokenEvent):
+            self._urgent.set()  # an answer's end (or a ping) is not held back by the coalescing pause
+
     async def _writer(self, ws: ClientConnection) -> None:
         started: set[str] = set()  # requests whose first token has gone out
         while True:
             first = await self._outbox.get()
             if isinstance(first, TokenEvent) and first.id in started and self.settings.coalesce_s > 0:
-                await asyncio.sleep(self.settings.coalesce_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.settings.coalesce_s)
+            self._urgent.clear()
             batch = [first]
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
@@ -328,7 +336,7 @@ class WorkerRunner:
             await asyncio.sleep(interval)
             if loop.time() - self._last_heard > 3 * interval:
                 raise _ConnectionLost(f"no message from the server for {3 * interval:.0f} s")
-            self._outbox.put_nowait(Ping())
+            self._put(Ping())
 
 
 async def _raise_if_refused(ws: ClientConnection) -> None:
