@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from oasst.backend.app import create_app
 from oasst.backend.db import Database
-from oasst.backend.models import Message, MessageTreeState, Task
+from oasst.backend.models import Message, MessageEmoji, MessageTreeState, Task
 from tests.backend.volunteers import Volunteer
 from tests.conftest import Keys, make_test_settings
 
@@ -106,6 +106,20 @@ def test_nack_hides_the_item_from_that_user(small_client: TestClient, database: 
     assert reviewer.request("label_initial_prompt").json()["error_code"] == 1006
     skipped = database.read(lambda s: s.scalars(select(Task).where(Task.skipped.is_(True))).all())
     assert [t.skip_reason for t in skipped] == ["not my language"]
+
+
+def test_release_gives_a_task_back_without_hiding_its_item(
+    small_client: TestClient, database: Database
+) -> None:
+    author, reviewer = Volunteer(small_client, "a"), Volunteer(small_client, "r")
+    author.work_once("initial_prompt")
+    task = reviewer.request("label_initial_prompt").json()
+    body = {"reason": "left unfinished", "release": True}
+    assert small_client.post(f"/api/v1/tasks/{task['id']}/nack", json=body).status_code == 204
+    again = reviewer.request("label_initial_prompt").json()
+    assert again["type"] == "label_initial_prompt" and again["id"] != task["id"]
+    assert again["message_id"] == task["message_id"]  # the same prompt, still offered to them
+    assert database.read(lambda s: s.scalars(select(MessageEmoji)).all()) == []  # nobody's skip
 
 
 def test_a_held_task_can_be_fetched_again_until_it_is_skipped(small_client: TestClient) -> None:

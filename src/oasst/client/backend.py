@@ -82,9 +82,17 @@ class BackendClient(MessagesApi, UsersApi, StatsApi, AdminApi):
         """``POST /tasks/{id}/ack``: accept the task, binding it to the frontend's own message id."""
         await self._call("POST", f"/tasks/{task_id}/ack", json=dump(TaskAck(message_id=frontend_message_id)))
 
-    async def nack_task(self, task_id: UUID | str, reason: str | None = None) -> None:
-        """``POST /tasks/{id}/nack``: skip the task (no ack is needed first)."""
-        await self._call("POST", f"/tasks/{task_id}/nack", json=dump(TaskNAck(reason=reason)))
+    async def nack_task(
+        self, task_id: UUID | str, reason: str | None = None, *, release: bool = False
+    ) -> None:
+        """``POST /tasks/{id}/nack``: skip the task (no ack is needed first).
+
+        With ``release`` the task is only given back: its item is not hidden from the user (oasst).
+        """
+        # "release" only when asked for: otherwise the body is exactly the original protocol's
+        body = TaskNAck(reason=reason, release=release).model_dump(mode="json", exclude_defaults=True)
+        body.setdefault("reason", reason)
+        await self._call("POST", f"/tasks/{task_id}/nack", json=body)
 
     async def close_task(self, frontend_message_id: str) -> None:
         """``POST /tasks/close``: close a collective task, named by the frontend id it was acked with."""

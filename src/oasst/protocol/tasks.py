@@ -39,6 +39,9 @@ class TaskAck(BaseModel):
 
 class TaskNAck(BaseModel):
     reason: str | None = Field(None, max_length=1024)
+    # oasst: give the task back without skipping its item (a page left unfinished): the item stays
+    # offered to this user and does not count toward auto-moderation by skips
+    release: bool = False
 
 
 class TaskClose(BaseModel):

@@ -138,9 +138,11 @@ def nack_task(
     settings: SettingsDep,
     body: Annotated[wire.TaskNAck | None, Body()] = None,
 ) -> None:
-    reason = body.reason if body else None
+    reason, release = (body.reason, body.release) if body else (None, False)
     database.write(
-        lambda s: interactions.nack_task(s, settings=settings, client=client, task_id=task_id, reason=reason)
+        lambda s: interactions.nack_task(
+            s, settings=settings, client=client, task_id=task_id, reason=reason, release=release
+        )
     )
 
 

@@ -214,9 +214,19 @@ def ack_task(session: Session, *, client: ApiClient, task_id: uuid.UUID, fronten
 
 
 def nack_task(
-    session: Session, *, settings: Settings, client: ApiClient, task_id: uuid.UUID, reason: str | None
+    session: Session,
+    *,
+    settings: Settings,
+    client: ApiClient,
+    task_id: uuid.UUID,
+    reason: str | None,
+    release: bool = False,
 ) -> None:
-    """Skip a task; the skipped item is hidden from this user's future tasks of that kind."""
+    """Skip a task; the skipped item is hidden from this user's future tasks of that kind.
+
+    ``release`` only gives the task back (a page left unfinished): its item is neither hidden nor counted
+    as skipped by this user.
+    """
     task = _task_by_id(session, client, task_id, with_payload=False)
     if task.skipped:
         return
@@ -224,6 +234,8 @@ def nack_task(
         raise OasstError("The task is already done and cannot be skipped.", ErrorCode.TASK_ALREADY_DONE)
     task.skipped = True
     task.skip_reason = reason
+    if release:
+        return
     emoji = SKIP_EMOJI.get(task.task_type)
     if emoji and task.parent_message_id is not None and task.user_id is not None:
         # lock order everywhere: tree, then message (as red flags do)

@@ -318,7 +318,9 @@ async def _release_open_tasks(request: Request, backend: BackendClient) -> None:
     """Pages left without submit or skip still hold their task; give them back so new ones can come."""
     for entry in request.session.pop("open_tasks", []):
         try:
-            await backend.nack_task(entry.partition(":")[0], "left unfinished (page closed or reloaded)")
+            await backend.nack_task(
+                entry.partition(":")[0], "left unfinished (page closed or reloaded)", release=True
+            )
         except OasstApiError:
             continue
 
