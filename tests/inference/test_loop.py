@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from oasst.data import Anonymizer, ExportMessageTree, iter_messages, read_message_trees, write_message_trees
-from oasst.inference.loop import LoopOptions, chat_preferences, chat_to_tree, dpo_record, rm_records
+from oasst.inference.loop import LoopOptions, chat_preferences, chat_to_trees, dpo_record, rm_records
 from oasst.inference.protocol import ChatRead, CreateChat, MessageRead, MessageState, Role
 from oasst.inference.server.db import Database
 from oasst.inference.server.services import chats as chat_service
@@ -69,6 +69,13 @@ class ChatBuilder:
         return OptedInChat(
             user_id=user_id, chat=self.chat, messages=list(self.messages), reports=self.reports
         )
+
+
+def single_tree(record: OptedInChat, options: LoopOptions | None = None) -> ExportMessageTree | None:
+    """The chat's tree, for chats with one first message."""
+    trees = chat_to_trees(record, options)
+    assert len(trees) <= 1
+    return trees[0] if trees else None
 
 
 def pair_texts(record: OptedInChat, options: LoopOptions | None = None) -> set[tuple[str, str, str]]:
@@ -209,7 +216,7 @@ def sample_chat() -> ChatBuilder:
 
 def test_chats_become_oasst_trees() -> None:
     chat = sample_chat()
-    tree = chat_to_tree(chat.record("alice"), LoopOptions(lang="en"))
+    tree = single_tree(chat.record("alice"), LoopOptions(lang="en"))
     assert tree is not None and tree.prompt is not None
     assert tree.message_tree_id == tree.prompt.message_id == chat.messages[0].id
     assert tree.tree_state is None and tree.origin == "oasst-inference"
@@ -238,6 +245,26 @@ def test_chats_become_oasst_trees() -> None:
     }
 
 
+def test_an_edited_first_message_starts_a_tree_of_its_own() -> None:
+    chat = ChatBuilder()
+    first = chat.user("What is 2+2?")
+    chat.bot("4", first, score=1)
+    chat.bot("22", first, score=-1)
+    edited = chat.user("What is two plus two, in words?")  # the first message, edited: a second root
+    chat.drafts(edited, "four", "4", picked=0)
+    unanswered = chat.user("And in French?")  # edited again, never answered: no tree
+    assert unanswered
+    record = chat.record()
+    trees = chat_to_trees(record, LoopOptions(lang="en"))
+    assert [t.message_tree_id for t in trees] == [first, edited]
+    texts = [{n.text for n in iter_messages(t)} for t in trees]
+    assert texts == [{"What is 2+2?", "4", "22"}, {"What is two plus two, in words?", "four", "4"}]
+    # each preference belongs to the tree its prompt is in
+    pairs = {(p.chosen.content, p.rejected.content): p for p in chat_preferences(record)}
+    assert pairs[("4", "22")].tree_id == first and pairs[("four", "4")].tree_id == edited
+    assert pairs[("four", "4")].prompt == [{"role": "user", "content": "What is two plus two, in words?"}]
+
+
 def test_language_comes_from_the_option_a_detector_or_und() -> None:
     record = sample_chat().record()
     for options, expected in [
@@ -246,7 +273,7 @@ def test_language_comes_from_the_option_a_detector_or_und() -> None:
         (LoopOptions(detect_lang=lambda text: "fr" if "?" in text else None), "fr"),
         (LoopOptions(detect_lang=lambda text: None), "und"),
     ]:
-        tree = chat_to_tree(record, options)
+        tree = single_tree(record, options)
         assert tree is not None and {n.lang for n in iter_messages(tree)} == {expected}
 
 
@@ -254,12 +281,12 @@ def test_chats_without_a_finished_reply_give_no_tree() -> None:
     chat = ChatBuilder()
     q = chat.user("Hello?")
     chat.bot("", q, state=MessageState.failed, error="worker_failed")
-    assert chat_to_tree(chat.record()) is None
-    assert chat_to_tree(ChatBuilder().record()) is None
+    assert single_tree(chat.record()) is None
+    assert single_tree(ChatBuilder().record()) is None
 
 
 def test_exported_trees_read_back_and_feed_training(tmp_path: Path) -> None:
-    trees = [t for t in (chat_to_tree(sample_chat().record(), LoopOptions(lang="en")) for _ in range(3)) if t]
+    trees = [t for t in (single_tree(sample_chat().record(), LoopOptions(lang="en")) for _ in range(3)) if t]
     path = tmp_path / "chats.trees.jsonl"
     assert write_message_trees(path, trees, exclude_none=True) == 3
     back = list(read_message_trees(path))
@@ -274,7 +301,7 @@ def test_exported_trees_read_back_and_feed_training(tmp_path: Path) -> None:
 def test_the_backend_importer_accepts_the_trees() -> None:
     from oasst.backend.services.importer import ImportOptions, check_tree
 
-    tree = chat_to_tree(sample_chat().record())
+    tree = single_tree(sample_chat().record())
     assert tree is not None
     assert check_tree(ExportMessageTree.model_validate_json(tree.model_dump_json()), ImportOptions()) is None
 
@@ -282,7 +309,7 @@ def test_the_backend_importer_accepts_the_trees() -> None:
 def test_anonymized_ids_still_join_up() -> None:
     record = sample_chat().record("alice")
     options = LoopOptions(anonymizer=Anonymizer("secret"))
-    tree = chat_to_tree(record, options)
+    tree = single_tree(record, options)
     assert tree is not None
     ids = {n.message_id for n in iter_messages(tree)}
     assert not ids & {m.id for m in record.messages}
@@ -329,6 +356,6 @@ def test_opted_out_chats_never_appear(inf_db: Database) -> None:
     inf_db.write(build)
     records = inf_db.read(lambda s: list(iter_opted_in_chats(s)))
     assert [r.user_id for r in records] == ["alice"]
-    trees = [chat_to_tree(r) for r in records]
+    trees = [single_tree(r) for r in records]
     texts = {n.text for t in trees if t for n in iter_messages(t)}
     assert texts == {"alice's question", "answer for alice"}

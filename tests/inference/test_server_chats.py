@@ -99,8 +99,6 @@ def test_tree_rules_branches_and_limits(client: TestClient, inf_db: Database) ->
     assert root["state"] == "manual" and root["role"] == "user"
     assert client.get(f"/chats/{chat}", headers=ALICE).json()["title"] == "What is a tree?"
 
-    second_root = _say(client, chat, "another root")
-    assert second_root.status_code == 400 and second_root.json()["error_code"] == ErrorCode.INVALID_PARENT
     # a user message cannot answer a user message, nor an unfinished assistant message
     assert _say(client, chat, "reply to myself", root["id"]).json()["error_code"] == ErrorCode.INVALID_PARENT
     first, regenerated = _ask(client, chat, root["id"]), _ask(client, chat, root["id"])
@@ -118,6 +116,15 @@ def test_tree_rules_branches_and_limits(client: TestClient, inf_db: Database) ->
     siblings = [m["id"] for m in tree if m["parent_id"] == first[0]["id"]]
     assert siblings == [follow_up.json()["id"], edit.json()["id"]]
     assert {m["id"] for m in tree if m["parent_id"] == root["id"]} == {first[0]["id"], regenerated[0]["id"]}
+    # the first message edited: another root, the chat keeps its title
+    edited_root = _say(client, chat, "What is a forest?")
+    assert edited_root.status_code == 201 and edited_root.json()["parent_id"] is None
+    chat_now = client.get(f"/chats/{chat}", headers=ALICE).json()
+    assert [m["id"] for m in chat_now["messages"] if m["parent_id"] is None] == [
+        root["id"],
+        edited_root.json()["id"],
+    ]
+    assert chat_now["title"] == "What is a tree?"
 
     r = _say(client, chat, "x" * 10, first[0]["id"])
     assert r.status_code == 201

@@ -199,6 +199,23 @@ def test_chat_streams_replies_and_branches(
     rows = site.db.read(lambda s: s.scalars(select(Message).where(Message.chat_id == chat_id)).all())
     assert len(rows) == 7
 
+    # the first message too: its edit is a new first message, answered afresh, with ‹ 2/2 › on top
+    assert 'data-testid="edit-panel"' in site.client.get(f"/chat/{chat_id}?at={question}").text
+    page = site.post(f"/chat/{chat_id}/messages/{question}/edit", content="What is a bush?")
+    new_first = _at(page)
+    site.events(chat_id, _ids(page)[-1])
+    page = site.client.get(f"/chat/{chat_id}?at={new_first}")
+    assert re.findall(r'data-testid="branch-pos">([^<]+)<', page.text)[0] == "2/2"
+    assert (
+        "What is a bush?" in page.text and f'id="edit-{question}"' not in page.text
+    )  # the old one is off path
+    assert [(t.role, t.content) for t in w.requests[-1].messages] == [
+        ("system", "Be brief."),
+        ("user", "What is a bush?"),
+    ]
+    old_branch = site.client.get(f"/chat/{chat_id}?at={question}").text
+    assert re.findall(r'data-testid="branch-pos">([^<]+)<', old_branch)[0] == "1/2"
+
 
 def test_drafts_votes_reports_and_stop(chat_site: ChatSite, worker: Callable[..., ScriptedWorker]) -> None:
     site = chat_site

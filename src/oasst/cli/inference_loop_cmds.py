@@ -138,7 +138,7 @@ def export_command(
 
 def _export(session: Any, out_dir: Path, options: LoopOptions, since: datetime | None) -> ExportCounts:
     from oasst.data import count_messages, write_message_trees
-    from oasst.inference.loop import chat_preferences, chat_to_tree, dpo_record, rm_records
+    from oasst.inference.loop import chat_preferences, chat_to_trees, dpo_record, rm_records
     from oasst.inference.server.services.export import iter_opted_in_chats
     from oasst.training.datasets_io import write_records
 
@@ -152,8 +152,7 @@ def _export(session: Any, out_dir: Path, options: LoopOptions, since: datetime |
                 continue
             counts.chats += 1
             pairs.extend(chat_preferences(record, options))
-            tree = chat_to_tree(record, options)
-            if tree is not None:
+            for tree in chat_to_trees(record, options):
                 counts.trees += 1
                 counts.messages += count_messages(tree)
                 yield tree

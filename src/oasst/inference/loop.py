@@ -4,7 +4,8 @@ Pure functions over chats as the inference server stores them (:class:`ChatRecor
 message tree, and its reports — ``oasst.inference.server.services.export.OptedInChat`` is one). Nothing
 here reads a database or a file; ``oasst inference export`` feeds them and writes what they return.
 
-**Trees** (:func:`chat_to_tree`): one ``ExportMessageTree`` per chat, rooted at its first user message.
+**Trees** (:func:`chat_to_trees`): an ``ExportMessageTree`` per first user message of a chat (editing the
+first message starts another tree, as it is another prompt).
 
 * user messages become ``prompter`` nodes (``user_id`` = the chat's owner); assistant messages become
   ``assistant`` nodes with ``synthetic=True`` and ``model_name`` (they are model output, so training's
@@ -58,7 +59,7 @@ __all__ = [
     "PreferencePair",
     "ReportLike",
     "chat_preferences",
-    "chat_to_tree",
+    "chat_to_trees",
     "dpo_record",
     "rm_records",
 ]
@@ -127,9 +128,9 @@ class _Index:
             index.children[m.parent_id].append(m)
         return index
 
-    def root(self) -> MessageRead | None:
-        roots = [m for m in self.children.get(None, []) if m.role == Role.user]
-        return roots[0] if roots else None
+    def roots(self) -> list[MessageRead]:
+        """The chat's first user messages, oldest first: an edit of the first message is another root."""
+        return [m for m in self.children.get(None, []) if m.role == Role.user]
 
     def path(self, message: MessageRead) -> list[MessageRead]:
         """Root to ``message``, both included."""
@@ -164,14 +165,11 @@ def _lang(record: ChatRecord, root: MessageRead, options: LoopOptions) -> str:
 # --------------------------------------------------------------------------------------------- trees
 
 
-def chat_to_tree(record: ChatRecord, options: LoopOptions | None = None) -> ExportMessageTree | None:
-    """The chat as an oasst message tree, or None when it holds no complete assistant reply."""
+def chat_to_trees(record: ChatRecord, options: LoopOptions | None = None) -> list[ExportMessageTree]:
+    """The chat as oasst message trees: one per first message (an edited first message starts another),
+    each only if it holds a complete assistant reply."""
     options = options or LoopOptions()
     index = _Index.of(record.messages)
-    root = index.root()
-    if root is None or not _usable(root):
-        return None
-    lang = _lang(record, root, options)
     events_of: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     for report in record.reports:
         events_of[report.message_id]["report"].append(
@@ -190,6 +188,22 @@ def chat_to_tree(record: ChatRecord, options: LoopOptions | None = None) -> Expo
                 }
             )
         )
+    trees = []
+    for root in index.roots():
+        tree = _tree(record, index, root, events_of, options) if _usable(root) else None
+        if tree is not None:
+            trees.append(tree)
+    return trees
+
+
+def _tree(
+    record: ChatRecord,
+    index: _Index,
+    root: MessageRead,
+    events_of: dict[str, dict[str, list[Any]]],
+    options: LoopOptions,
+) -> ExportMessageTree | None:
+    lang = _lang(record, root, options)
 
     def node(message: MessageRead) -> ExportMessageNode:
         replies = [node(child) for child in index.children.get(message.id, []) if _usable(child)]
@@ -269,9 +283,6 @@ def chat_preferences(record: ChatRecord, options: LoopOptions | None = None) -> 
     """Every preference the chat's owner expressed by picking drafts and voting, without contradictions."""
     options = options or LoopOptions()
     index = _Index.of(record.messages)
-    root = index.root()
-    if root is None:
-        return []
     found: dict[tuple[str, str], Source] = {}
     for _parent_id, picked, drafts in _draft_picks(index):
         for other in drafts:
@@ -284,22 +295,24 @@ def chat_preferences(record: ChatRecord, options: LoopOptions | None = None) -> 
             for loser in losers:
                 found.setdefault((winner.id, loser.id), "vote")
     contradicted = {pair for pair in found if (pair[1], pair[0]) in found}
-    lang = _lang(record, root, options)
-    tree_id = root.id
-    if options.anonymizer is not None:
-        tree_id = options.anonymizer.anonymize("message_tree", root.id)
     pairs = []
     for (chosen_id, rejected_id), source in found.items():
         if (chosen_id, rejected_id) in contradicted:
             continue
         chosen, rejected = index.by_id[chosen_id], index.by_id[rejected_id]
         parent = index.by_id.get(chosen.parent_id or "")
-        if parent is None or parent.role != Role.user or index.path(parent)[0].id != root.id:
+        if parent is None or parent.role != Role.user:
             continue
+        root = index.path(parent)[0]
+        if root.parent_id is not None:  # an orphan branch (its root is gone): not part of any tree
+            continue
+        tree_id = root.id
+        if options.anonymizer is not None:
+            tree_id = options.anonymizer.anonymize("message_tree", root.id)
         pairs.append(
             PreferencePair(
                 tree_id=tree_id,
-                lang=lang,
+                lang=_lang(record, root, options),
                 parent_id=parent.id,
                 prompt=_prompt(index, parent, record.chat, options),
                 chosen=chosen,

@@ -1,12 +1,13 @@
 """Chats and their message trees: the rules of who may add what where, votes, reports and draft picks.
 
-Tree rules (the original's, §7.1 of the reference):
+Tree rules (the original's, §7.1 of the reference, except that the first message can be edited too):
 
-* a root user message only in an empty chat;
+* a user message without a parent is a first message; in a chat that has one, it is an edit of it (the
+  original took a root only in an empty chat, so the first message could never be edited);
 * a user message answers an assistant message that finished with text (complete or stopped);
 * an assistant message answers a user message;
 * siblings are alternatives: regenerate = another assistant reply to the same user message; edit = a new
-  user message with the same parent as the edited one.
+  user message with the same parent as the edited one (no parent, for the first message).
 """
 
 from __future__ import annotations
@@ -223,13 +224,7 @@ def add_user_message(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
         )
     check_room(session, chat, adding=1, max_messages=max_messages)
-    if parent_id is None:
-        if _count(session, chat.id):
-            raise InferenceError(
-                "Only an empty chat takes a first message; answer an assistant message instead.",
-                ErrorCode.INVALID_PARENT,
-            )
-    else:
+    if parent_id is not None:
         parent = session.get(Message, parent_id)
         if parent is None or parent.chat_id != chat.id:
             raise InferenceError("The parent is not a message of this chat.", ErrorCode.INVALID_PARENT)
