@@ -279,9 +279,15 @@ def test_up_serves_with_a_working_key_and_stops_on_sigint(
     front = httpx.get(f"{base}/")  # the website answers every other path
     assert front.status_code == 200 and 'href="/signin"' in front.text
     assert (data_dir / "web.db").exists()
+    root = {"Authorization": f"Bearer {(data_dir / 'root_token').read_text().strip()}"}
+    deadline = time.monotonic() + 120
+    while not httpx.get(f"{base}/inference/admin/workers", headers=root).json():  # the local model's worker
+        assert time.monotonic() < deadline, "the local worker did not connect"
+        time.sleep(0.2)
 
     code, out, err = stop(proc)
     assert code == 0, err
+    assert "retrying" not in out + err  # the local worker left before the server closed its connections
     assert key in out
     assert f"{base}/docs" in out
     assert f'curl -H "X-API-Key: {key}"' in out

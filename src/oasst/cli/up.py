@@ -315,12 +315,36 @@ def build_parts(ctx: UpContext) -> list[Part]:
     return [prepare_backend(ctx), prepare_inference(ctx), prepare_web(ctx)]
 
 
-def compose(parts: list[Part]) -> Any:
+class Background:
+    """The parts' background jobs (the local worker): started with the server's lifespan, and stopped
+    either at its end or — by ``oasst up`` — before the server closes its connections, so the local worker
+    leaves cleanly instead of finding the server gone and trying to reconnect."""
+
+    def __init__(self, parts: list[Part]) -> None:
+        self.jobs = [job for part in parts for job in part.background]
+        self.tasks: list[Any] = []
+
+    def start(self) -> None:
+        import asyncio
+
+        self.tasks = [asyncio.create_task(job()) for job in self.jobs]
+
+    async def stop(self) -> None:
+        import asyncio
+
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def compose(parts: list[Part], background: Background | None = None) -> Any:
     """One ASGI app: each request goes to the first part whose prefix matches, else to the catch-all part."""
     if len(parts) == 1:
         return parts[0].app
-    import asyncio
     from contextlib import AsyncExitStack, asynccontextmanager
+
+    background = background or Background(parts)
 
     fallback = next((p.app for p in parts if not p.prefixes and not p.mount), parts[-1].app)
     routed = [(prefix, p.app) for p in parts for prefix in p.prefixes]
@@ -334,13 +358,11 @@ def compose(parts: list[Part]) -> Any:
                 context = getattr(router, "lifespan_context", None)
                 if context is not None:
                     await stack.enter_async_context(context(part.app))
-            tasks = [asyncio.create_task(job()) for part in parts for job in part.background]
+            background.start()
             try:
                 yield
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await background.stop()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -472,14 +494,21 @@ def up_command(
         fail(f"Cannot create the data directory {ctx.data_dir}: {exc}", "Choose another with --data-dir.")
     check_port_free(host, port)
     parts = build_parts(ctx)
-    app = compose(parts)
+    background = Background(parts)
+    app = compose(parts, background)
 
     out = console()
     out.print(panel(ctx, parts))
     for part in parts:
         for note in part.notes:
             out.print(note, soft_wrap=True, markup=False)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            await background.stop()  # the local worker leaves before the connections close
+            await super().shutdown(sockets)
+
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
     interrupted = False
     try:
         server.run()
