@@ -148,6 +148,17 @@ def test_max_new_tokens_gives_length_and_exact_count(engine: TransformersEngine)
     assert text == expected
 
 
+def test_min_new_tokens_holds_the_end_back_as_generate_does(engine: TransformersEngine) -> None:
+    _, _, natural = run(engine, request(*CONVERSATION, max_new_tokens=80))
+    assert natural.finish_reason == FinishReason.stop  # the model ends this answer by itself
+    at_least = natural.usage.completion_tokens + 5
+    req = request(*CONVERSATION, max_new_tokens=80, min_new_tokens=at_least)
+    text, _, finished = run(engine, req)
+    assert finished.usage.completion_tokens >= at_least
+    expected, new_tokens = reference(engine, req, do_sample=False, min_new_tokens=at_least)
+    assert (text, finished.usage.completion_tokens) == (expected, new_tokens)
+
+
 def test_cancel_stops_early(engine: TransformersEngine) -> None:
     cancel = threading.Event()
     cancel.set()

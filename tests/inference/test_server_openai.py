@@ -52,7 +52,7 @@ def test_completion_with_and_without_streaming(url: str, keys: Keys) -> None:
             temperature=0.3,
             top_p=0.9,
             seed=7,
-            extra_body={"top_k": 20, "repetition_penalty": 1.2, "typical_p": 0.8},  # as vLLM takes them
+            extra_body={"top_k": 20, "repetition_penalty": 1.2, "typical_p": 0.8, "min_tokens": 3},  # as vLLM
         )
         assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion"
         assert reply.choices[0].message.content == "Hello, world!"
@@ -68,7 +68,7 @@ def test_completion_with_and_without_streaming(url: str, keys: Keys) -> None:
         assert request.sampling.max_new_tokens == 20 and request.sampling.seed == 7
         assert request.sampling.temperature == 0.3 and request.sampling.top_p == 0.9
         assert (request.sampling.top_k, request.sampling.repetition_penalty) == (20, 1.2)
-        assert request.sampling.typical_p == 0.8
+        assert request.sampling.typical_p == 0.8 and request.sampling.min_new_tokens == 3
 
         stream = client.chat.completions.create(
             model=MODEL,

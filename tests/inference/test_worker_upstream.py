@@ -116,7 +116,7 @@ def test_streams_text_with_usage_and_maps_sampling() -> None:
     async def check(engine: OpenAIUpstreamEngine) -> None:
         assert engine.model_name == engine.upstream_model == "up-model"  # from GET /v1/models
         text, pieces, finished = await collect(
-            engine, request(temperature=0.7, top_p=0.9, top_k=20, seed=5, stop=["zzz"])
+            engine, request(temperature=0.7, top_p=0.9, top_k=20, seed=5, stop=["zzz"], min_new_tokens=3)
         )
         assert text == "".join(WORDS) and len(pieces) == len(WORDS)
         assert finished == Finished(FinishReason.stop, finished.usage)
@@ -128,7 +128,7 @@ def test_streams_text_with_usage_and_maps_sampling() -> None:
     assert body["stream_options"] == {"include_usage": True}
     assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert (body["max_tokens"], body["temperature"], body["top_p"], body["top_k"]) == (64, 0.7, 0.9, 20)
-    assert (body["seed"], body["stop"]) == (5, ["zzz"])
+    assert (body["seed"], body["stop"], body["min_tokens"]) == (5, ["zzz"], 3)
 
 
 def test_greedy_sends_temperature_zero() -> None:

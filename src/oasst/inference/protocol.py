@@ -66,6 +66,9 @@ FINAL_STATES = frozenset(
 
 class SamplingParameters(BaseModel):
     max_new_tokens: int = Field(256, ge=1, le=32768)
+    # end of sequence and the role markers cannot end the answer before this many tokens (stop strings
+    # and max_new_tokens still can): vLLM's min_tokens, transformers' min_new_tokens
+    min_new_tokens: int = Field(0, ge=0, le=32768)
     temperature: float = Field(0.8, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     top_k: int = Field(50, ge=0)

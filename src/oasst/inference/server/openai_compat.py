@@ -65,6 +65,7 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(None, ge=-1, description="0 or -1: no top-k cut.")
     typical_p: float | None = Field(None, gt=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, gt=0.0, le=5.0)
+    min_tokens: int | None = Field(None, ge=0, le=32768, description="No end of sequence before this.")
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=8)
@@ -90,6 +91,8 @@ def sampling_for(rt: Runtime, req: ChatCompletionRequest) -> SamplingParameters:
         changes["typical_p"] = req.typical_p
     if req.repetition_penalty is not None:
         changes["repetition_penalty"] = req.repetition_penalty
+    if req.min_tokens is not None:
+        changes["min_new_tokens"] = req.min_tokens
     if req.seed is not None:
         changes["seed"] = req.seed
     if req.stop is not None:

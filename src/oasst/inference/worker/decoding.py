@@ -74,10 +74,19 @@ class Detokenizer:
         return after[len(before) :] if len(after) > len(before) else ""
 
 
-def logits_processors(sampling: SamplingParameters, greedy: bool) -> Any:
-    """The processors ``generate`` would apply, in its order (penalty first, then the sampling warpers)."""
+def logits_processors(
+    sampling: SamplingParameters,
+    greedy: bool,
+    *,
+    prompt_length: int = 0,
+    stop_token_ids: frozenset[int] = frozenset(),
+    device: Any = "cpu",
+) -> Any:
+    """The processors ``generate`` would apply, in its order (the minimum length and the penalty first,
+    then the sampling warpers)."""
     from transformers.generation import (
         LogitsProcessorList,
+        MinNewTokensLengthLogitsProcessor,
         RepetitionPenaltyLogitsProcessor,
         TemperatureLogitsWarper,
         TopKLogitsWarper,
@@ -86,6 +95,12 @@ def logits_processors(sampling: SamplingParameters, greedy: bool) -> Any:
     )
 
     processors = LogitsProcessorList()
+    if sampling.min_new_tokens > 0 and stop_token_ids:
+        processors.append(
+            MinNewTokensLengthLogitsProcessor(
+                prompt_length, sampling.min_new_tokens, sorted(stop_token_ids), device=device
+            )
+        )
     if sampling.repetition_penalty != 1.0:
         processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
     if greedy:
@@ -125,7 +140,9 @@ class Generation:
         self.cancel = cancel
         self.emit = emit
         self.greedy = not sampling.do_sample or sampling.temperature == 0
-        self.processors = logits_processors(sampling, self.greedy)
+        self.processors = logits_processors(
+            sampling, self.greedy, prompt_length=len(input_ids), stop_token_ids=stop_token_ids, device=device
+        )
         self.generator: torch.Generator | None = None
         if not self.greedy:
             self.generator = torch.Generator(device=device)

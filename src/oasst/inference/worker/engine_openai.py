@@ -1,7 +1,7 @@
 """An OpenAI-compatible upstream: vLLM, TGI, llama.cpp server, or oasst's own ``/v1``.
 
 The worker streams ``POST {base}/v1/chat/completions`` (``stream: true``) and relays the deltas. The
-sampling fields OpenAI lacks (``top_k``, ``typical_p``, ``repetition_penalty``) are sent as extra body
+sampling fields OpenAI lacks (``top_k``, ``typical_p``, ``repetition_penalty``, ``min_tokens``) are sent as extra body
 fields, which vLLM and llama.cpp honour and most others ignore. Stop strings are sent upstream *and*
 applied here, so the result is the same whether or not the upstream supports them. Usage comes from
 the final chunk (``stream_options.include_usage``); an upstream that sends none is counted one token a
@@ -121,6 +121,8 @@ class OpenAIUpstreamEngine:
                 body["top_k"] = sampling.top_k
                 body["typical_p"] = sampling.typical_p
             body["repetition_penalty"] = sampling.repetition_penalty
+            if sampling.min_new_tokens:
+                body["min_tokens"] = sampling.min_new_tokens
         return body
 
     def _fit(self, request: WorkRequest) -> tuple[Any, int]:
