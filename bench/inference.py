@@ -66,7 +66,7 @@ class Result:
         )
 
 
-def requests(n: int, max_new_tokens: int) -> list[WorkRequest]:
+def requests(n: int, max_new_tokens: int, fixed: bool = False) -> list[WorkRequest]:
     # seeded sampling with no warpers: both paths draw the same tokens, and an untrained model (whose
     # greedy choice is to repeat the last prompt token, a role marker that ends the reply) runs on
     sampling = SamplingParameters(
@@ -76,6 +76,7 @@ def requests(n: int, max_new_tokens: int) -> list[WorkRequest]:
         top_k=0,
         repetition_penalty=1.0,
         max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens if fixed else 0,
     )
     return [
         WorkRequest(
@@ -246,7 +247,7 @@ async def through_stack(
 
     def client(parallel: int) -> OpenAIUpstreamEngine:
         return OpenAIUpstreamEngine(
-            url, api_key=api_key, upstream_model=MODEL_NAME, max_parallel=parallel, extra_sampling=False
+            url, api_key=api_key, upstream_model=MODEL_NAME, max_parallel=parallel, extra_sampling=True
         )
 
     warm = client(slots)
@@ -271,6 +272,12 @@ def main() -> None:
     parser.add_argument(
         "--max-parallel", type=int, default=8, help="Slots per worker (and the direct engine)."
     )
+    parser.add_argument(
+        "--fixed-length",
+        action="store_true",
+        help="Every reply exactly --tokens long (min_tokens = max_tokens, as serving benchmarks fix it), "
+        "instead of ending where the model ends it.",
+    )
     parser.add_argument("--skip-stack", action="store_true", help="Only the direct engine.")
     args = parser.parse_args()
 
@@ -286,9 +293,10 @@ def main() -> None:
         engine = load()
         print(
             f"model {model} on {engine.device}, context {engine.context_length}, {args.requests} requests "
-            f"of up to {args.tokens} tokens, seeded sampling, max_parallel {args.max_parallel}"
+            f"of {'exactly' if args.fixed_length else 'up to'} {args.tokens} tokens, seeded sampling, "
+            f"max_parallel {args.max_parallel}"
         )
-        reqs = requests(args.requests, args.tokens)
+        reqs = requests(args.requests, args.tokens, args.fixed_length)
         results: dict[tuple[str, int], Result] = {}
 
         async def direct_runs(engine: TransformersEngine, key: str, label: str) -> None:
