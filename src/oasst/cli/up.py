@@ -338,13 +338,11 @@ class Background:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def compose(parts: list[Part], background: Background | None = None) -> Any:
+def compose(parts: list[Part], background: Background) -> Any:
     """One ASGI app: each request goes to the first part whose prefix matches, else to the catch-all part."""
     if len(parts) == 1:
         return parts[0].app
     from contextlib import AsyncExitStack, asynccontextmanager
-
-    background = background or Background(parts)
 
     fallback = next((p.app for p in parts if not p.prefixes and not p.mount), parts[-1].app)
     routed = [(prefix, p.app) for p in parts for prefix in p.prefixes]

@@ -90,8 +90,9 @@ class BackendClient(MessagesApi, UsersApi, StatsApi, AdminApi):
         With ``release`` the task is only given back: its item is not hidden from the user (oasst).
         """
         # "release" only when asked for: otherwise the body is exactly the original protocol's
-        body = TaskNAck(reason=reason, release=release).model_dump(mode="json", exclude_defaults=True)
-        body.setdefault("reason", reason)
+        body = TaskNAck(reason=reason, release=release).model_dump(
+            mode="json", exclude=None if release else {"release"}
+        )
         await self._call("POST", f"/tasks/{task_id}/nack", json=body)
 
     async def close_task(self, frontend_message_id: str) -> None:

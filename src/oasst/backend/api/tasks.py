@@ -138,10 +138,10 @@ def nack_task(
     settings: SettingsDep,
     body: Annotated[wire.TaskNAck | None, Body()] = None,
 ) -> None:
-    reason, release = (body.reason, body.release) if body else (None, False)
+    nack = body or wire.TaskNAck()
     database.write(
         lambda s: interactions.nack_task(
-            s, settings=settings, client=client, task_id=task_id, reason=reason, release=release
+            s, settings=settings, client=client, task_id=task_id, reason=nack.reason, release=nack.release
         )
     )
 

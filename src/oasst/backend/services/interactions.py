@@ -69,9 +69,16 @@ def _task_stmt(by_frontend_id: bool, for_update: bool, with_payload: bool) -> An
 
 
 def _lock_task(
-    session: Session, client: ApiClient, key: object, *, by_frontend_id: bool, with_payload: bool = True
+    session: Session,
+    client: ApiClient,
+    key: object,
+    *,
+    by_frontend_id: bool,
+    with_payload: bool = True,
+    lock: bool = True,
 ) -> Task | None:
-    stmt = _task_stmt(by_frontend_id, is_postgres(session), with_payload)
+    """The client's task by id or frontend id, row-locked (on PostgreSQL) unless ``lock`` is off."""
+    stmt = _task_stmt(by_frontend_id, lock and is_postgres(session), with_payload)
     task: Task | None = session.scalars(stmt, {"key": key, "client_id": client.id}).first()
     return task
 
@@ -102,9 +109,9 @@ def _frontend_id_taken_stmt() -> Any:
 
 
 def _task_by_id(
-    session: Session, client: ApiClient, task_id: uuid.UUID, *, with_payload: bool = True
+    session: Session, client: ApiClient, task_id: uuid.UUID, *, with_payload: bool = True, lock: bool = True
 ) -> Task:
-    task = _lock_task(session, client, task_id, by_frontend_id=False, with_payload=with_payload)
+    task = _lock_task(session, client, task_id, by_frontend_id=False, with_payload=with_payload, lock=lock)
     if task is None:
         raise OasstError(f"Task {task_id} not found.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
     return task
@@ -112,10 +119,7 @@ def _task_by_id(
 
 def held_task(session: Session, client: ApiClient, task_id: uuid.UUID) -> dict[str, Any]:
     """The task as it was handed out, while its user may still complete it (not done, skipped or expired)."""
-    stmt = _task_stmt(by_frontend_id=False, for_update=False, with_payload=True)
-    task: Task | None = session.scalars(stmt, {"key": task_id, "client_id": client.id}).first()
-    if task is None:
-        raise OasstError(f"Task {task_id} not found.", ErrorCode.TASK_NOT_FOUND, HTTPStatus.NOT_FOUND)
+    task = _task_by_id(session, client, task_id, lock=False)
     _check_open(task)
     return task.payload
 

@@ -173,7 +173,6 @@ class TransformersEngine:
     ) -> AsyncIterator[GenerationEvent]:
         cancel = cancel or threading.Event()
         relay = Relay(asyncio.get_running_loop(), self.stream_interval_s)
-        emit = relay.emit
 
         def work() -> None:
             try:
@@ -186,14 +185,14 @@ class TransformersEngine:
                     stop_token_ids=self.stop_token_ids,
                     device=self.device,
                     cancel=cancel,
-                    emit=emit,
+                    emit=relay.emit,
                 )
                 if self._batch is not None:
                     self._batch.submit(sequence)  # the batch loop emits the rest
                 else:
-                    emit(self._decode_alone(sequence))
+                    relay.emit(self._decode_alone(sequence))
             except BaseException as exc:
-                emit(exc)
+                relay.emit(exc)
 
         future = self._pool.submit(work)
         finished = False

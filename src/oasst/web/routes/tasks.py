@@ -304,14 +304,20 @@ def _interaction(
 # Entries are "<task id>:<slug of the page that asked for it>", newest last.
 
 
+def _entry_task_id(entry: str) -> str:
+    return entry.partition(":")[0]
+
+
+def _others(request: Request, task_id: UUID | str) -> list[str]:
+    return [e for e in request.session.get("open_tasks", []) if _entry_task_id(e) != str(task_id)]
+
+
 def _remember(request: Request, task_id: UUID, slug: str) -> None:
-    kept = [e for e in request.session.get("open_tasks", []) if e.partition(":")[0] != str(task_id)]
-    request.session["open_tasks"] = [*kept, f"{task_id}:{slug}"][-MAX_OPEN_TASKS:]
+    request.session["open_tasks"] = [*_others(request, task_id), f"{task_id}:{slug}"][-MAX_OPEN_TASKS:]
 
 
 def _forget(request: Request, task_id: UUID | str) -> None:
-    open_tasks = request.session.get("open_tasks", [])
-    request.session["open_tasks"] = [e for e in open_tasks if e.partition(":")[0] != str(task_id)]
+    request.session["open_tasks"] = _others(request, task_id)
 
 
 async def _release_open_tasks(request: Request, backend: BackendClient) -> None:
@@ -319,7 +325,7 @@ async def _release_open_tasks(request: Request, backend: BackendClient) -> None:
     for entry in request.session.pop("open_tasks", []):
         try:
             await backend.nack_task(
-                entry.partition(":")[0], "left unfinished (page closed or reloaded)", release=True
+                _entry_task_id(entry), "left unfinished (page closed or reloaded)", release=True
             )
         except OasstApiError:
             continue
