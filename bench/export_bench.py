@@ -3,14 +3,17 @@
 Builds N messages (default 150,000 in ~10,000 trees of 15, three label reviews per message, emojis, and
 three ranking ballots per parent with several assistant replies) in a fresh PostgreSQL database with Core
 executemany, then exports them four times: plain and with labels and events, each to a temporary
-``.jsonl`` and ``.jsonl.gz``. Each export runs in a child process that reports its wall time, its CPU time
-and its peak RSS (``getrusage``), so the figures are those of the export alone; the database server's CPU
-is not counted. With ``--repeat`` each export runs several times and the median run is shown (other
+``.jsonl`` and ``.jsonl.gz``; then imports the labels-and-events ``.jsonl.gz`` into another fresh database
+(``oasst import``'s path, checking the file first). Each export and the import run in a child process that
+reports its wall time, its CPU time and its peak RSS (``getrusage``), so the figures are those of the
+export or import alone; the database server's CPU is not counted. Run it with ``--messages 1000000`` beside
+the default to see that memory stays flat as the data grows. With ``--repeat`` each export runs several times and the median run is shown (other
 processes on the machine move the wall-clock figures; CPU seconds move less). The original backend's
 published figures (``.gz``) are printed beside them.
 
     python bench/export_bench.py                      # 150,000 messages, temp database on localhost
     python bench/export_bench.py --messages 20000     # a quick check
+    python bench/export_bench.py --messages 1000000   # memory at a million messages (~15 minutes)
     python bench/export_bench.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/mydb
     python bench/export_bench.py --database-url ... --skip-build --repeat 3 --gzip-level 6
 """
@@ -314,6 +317,44 @@ def child_export(url: str, out: str, labels_and_events: bool, gzip_level: int) -
     )
 
 
+def child_import(url: str, path: str) -> None:
+    """Run one import of ``path`` into the (empty, migrated) database in this child process; print figures."""
+    from oasst.backend.db import Database, make_engine
+    from oasst.backend.services.importer import import_files
+    from oasst.backend.settings import Settings
+
+    settings = Settings(database_url=url)
+    database = Database(make_engine(settings))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+    summary = import_files(database, [path], cfg=settings.tree_manager)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu_before
+    db_cpu = database_cpu(database.engine)
+    database.dispose()
+    figures = {"trees": summary.trees, "messages": summary.messages, "seconds": summary.seconds}
+    figures |= {"cpu_seconds": cpu, "db_cpu_seconds": db_cpu, "peak_rss_mib": peak / 1024}
+    figures |= {"rss_before_mib": before / 1024, "bytes": os.path.getsize(path)}
+    print(json.dumps(figures))
+
+
+def run_import(server_url: str, labels_and_events: bool, gzip_level: int, source_url: str) -> dict[str, Any]:
+    """Export the built data to a .jsonl.gz, then import that file into a fresh database on the server."""
+    from oasst.backend.migrate import upgrade
+
+    with tempfile.TemporaryDirectory() as tmp, temp_database(server_url) as url:
+        out = os.path.join(tmp, "export.jsonl.gz")
+        args = [sys.executable, __file__, "--child-export", out, "--database-url", source_url]
+        args += ["--gzip-level", str(gzip_level)] + (["--labels-and-events"] if labels_and_events else [])
+        subprocess.run(args, check=True, capture_output=True, text=True)
+        engine = create_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        args = [sys.executable, __file__, "--child-import", out, "--database-url", url]
+        result = subprocess.run(args, check=True, capture_output=True, text=True)
+        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
 def database_cpu(engine: Engine) -> float | None:
     """CPU seconds of the server processes of the export's pooled connections (all opened by the export),
     where the server runs on this machine; None elsewhere."""
@@ -354,21 +395,26 @@ def report(results: dict[str, dict[str, Any]], gzip_level: int) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{first['messages']:,} messages in {first['trees']:,} trees, PostgreSQL, {os.cpu_count()} CPUs")
     print(f"(load average {load}: other processes on the machine slow the wall-clock figures)\n")
-    head = f"{'export':<25}{'seconds':>9}{'msgs/s':>9}{'CPU s':>8}{'msgs/CPU-s':>12}{'DB CPU s':>10}"
+    head = f"{'run':<33}{'seconds':>9}{'msgs/s':>9}{'CPU s':>8}{'msgs/CPU-s':>12}{'DB CPU s':>10}"
     head += f"{'peak RSS MiB':>14}{'file MiB':>10}"
     print(f"{head}   original (150k msgs, .gz)")
     for name, r in results.items():
-        seconds, rss = ORIGINAL[name.split()[0]]
         db_cpu = "?" if r.get("db_cpu_seconds") is None else f"{r['db_cpu_seconds']:.1f}"
-        original = f"{seconds:.0f} s ({150_000 / seconds:,.0f} msgs/s)" + (f", {rss:,.0f} MiB" if rss else "")
+        original = ""
+        if name.split()[0] in ORIGINAL:
+            seconds, rss = ORIGINAL[name.split()[0]]
+            original = f"{seconds:.0f} s ({150_000 / seconds:,.0f} msgs/s)" + (
+                f", {rss:,.0f} MiB" if rss else ""
+            )
         print(
-            f"{name:<25}{r['seconds']:>9.1f}{r['messages'] / r['seconds']:>9,.0f}{r['cpu_seconds']:>8.1f}"
+            f"{name:<33}{r['seconds']:>9.1f}{r['messages'] / r['seconds']:>9,.0f}{r['cpu_seconds']:>8.1f}"
             f"{r['messages'] / r['cpu_seconds']:>12,.0f}{db_cpu:>10}"
             f"{r['peak_rss_mib']:>14.0f}{r['bytes'] / 2**20:>10.1f}"
             f"   {original}"
         )
     print(
-        "\nCPU s is the export process's own; DB CPU s its database connections' (where the server is local). "
+        "\nCPU s is the export's (import's) process's own; DB CPU s its database connections' (where the server is "
+        "local). The import reads the labels+events .jsonl.gz into a fresh database, checking the file first. "
         "Peak RSS is the whole "
         f"process, Python and the drivers included ({first['rss_before_mib']:.0f} MiB before the export began). "
         f".gz at level {gzip_level}."
@@ -387,11 +433,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="runs per export; the median is shown")
     parser.add_argument("--gzip-level", type=int, default=1, help="compression of the .gz exports (1-9)")
+    parser.add_argument("--no-import", action="store_true", help="skip the import run")
     parser.add_argument("--child-export", help=argparse.SUPPRESS)
+    parser.add_argument("--child-import", help=argparse.SUPPRESS)
     parser.add_argument("--labels-and-events", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_export:
         child_export(args.database_url, args.child_export, args.labels_and_events, args.gzip_level)
+        return
+    if args.child_import:
+        child_import(args.database_url, args.child_import)
         return
     if args.skip_build and not args.database_url:
         parser.error("--skip-build needs --database-url")
@@ -410,6 +461,9 @@ def main() -> None:
                 results[f"{name} {suffix}"] = run_export(
                     url, labels_and_events, suffix, args.gzip_level, args.repeat
                 )
+        if not args.no_import:
+            server = make_url(url).set(database="postgres").render_as_string(hide_password=False)
+            results["import labels+events .jsonl.gz"] = run_import(server, True, args.gzip_level, url)
         report(results, args.gzip_level)
 
     if args.database_url:

@@ -10,8 +10,9 @@ token at concurrency 1 (target < 20 ms), and 2 workers / 1 worker throughput —
 slots, and engine-bound: one slot per worker and 8 requests at once, where the target is ≈ 2 (each worker
 is its own process, so this needs a free core or GPU per worker).
 
-The direct runs come both first and last; the ratios compare against their mean, so a machine whose
-speed drifts during the run (a VM) does not tilt them. Sampling is seeded per request, so both paths
+Every path is up for the whole run and each round runs them all back to back (alternating their order),
+so each ratio is taken within one round and a machine whose speed drifts (a VM) does not tilt it; the
+median round is reported, with every round's figure beside it. Sampling is seeded per request, so both paths
 generate exactly the same tokens. The server runs as its own process (`oasst inference serve`, SQLite,
 in-process queue) and each worker as `oasst worker run`.
 """
@@ -273,6 +274,9 @@ def main() -> None:
         "--max-parallel", type=int, default=8, help="Slots per worker (and the direct engine)."
     )
     parser.add_argument(
+        "--rounds", type=int, default=3, help="Rounds; each runs every path once, back to back."
+    )
+    parser.add_argument(
         "--fixed-length",
         action="store_true",
         help="Every reply exactly --tokens long (min_tokens = max_tokens, as serving benchmarks fix it), "
@@ -283,80 +287,93 @@ def main() -> None:
 
     from oasst.inference.worker.engine_transformers import TransformersEngine
 
-    with tempfile.TemporaryDirectory(prefix="oasst-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="oasst-bench-") as tmp, contextlib.ExitStack() as stacks:
         workdir = Path(tmp)
         model = args.model or bootstrap_model(workdir / "model")
-
-        def load() -> TransformersEngine:
-            return TransformersEngine.load(str(model), model_name=MODEL_NAME, max_parallel=args.max_parallel)
-
-        engine = load()
+        engine = TransformersEngine.load(str(model), model_name=MODEL_NAME, max_parallel=args.max_parallel)
         print(
             f"model {model} on {engine.device}, context {engine.context_length}, {args.requests} requests "
             f"of {'exactly' if args.fixed_length else 'up to'} {args.tokens} tokens, seeded sampling, "
-            f"max_parallel {args.max_parallel}"
+            f"max_parallel {args.max_parallel}, {args.rounds} rounds"
         )
         reqs = requests(args.requests, args.tokens, args.fixed_length)
-        results: dict[tuple[str, int], Result] = {}
+        with_stack = not args.skip_stack and _server_available()
+        # every stack is up for the whole run (idle ones cost nothing), so each round measures every path
+        # within a minute or two of the others and a machine whose speed drifts (a VM) cannot tilt a ratio
+        paths: dict[str, tuple[str, str, int]] = {}  # name -> (url, key, slots)
+        if with_stack:
+            for name, workers, slots in (
+                ("stack, 1 worker", 1, args.max_parallel),
+                ("stack, 2 workers", 2, args.max_parallel),
+                ("1 slot, 1 worker", 1, 1),
+                ("1 slot, 2 workers", 2, 1),
+            ):
+                sub = workdir / name.replace(" ", "").replace(",", "-")
+                sub.mkdir()
+                url, key = stacks.enter_context(stack(model, sub, workers, slots))
+                paths[name] = (url, key, workers * slots)
+        runs: dict[tuple[str, int], list[Result]] = {}
 
-        async def direct_runs(engine: TransformersEngine, key: str, label: str) -> None:
+        async def run_rounds() -> None:
             await drive(engine, warm_up_requests(args.max_parallel), args.max_parallel, "warm-up")
-            for c in (1, 8):
-                results[key, c] = await drive(engine, reqs, c, label)
+            for round_ in range(args.rounds):
+                for c in (1, 8):
+                    order = ["direct", *(p for p in paths if not p.startswith("1 slot"))]
+                    if c == 8:
+                        order += [p for p in paths if p.startswith("1 slot")]
+                    if round_ % 2:
+                        order.reverse()
+                    for name in order:
+                        if name == "direct":
+                            result = await drive(engine, reqs, c, name)
+                        else:
+                            url, key, slots = paths[name]
+                            result = await through_stack(url, key, reqs, c, name, slots=slots)
+                        runs.setdefault((name, c), []).append(result)
+                        print(f"  round {round_ + 1}: {result.row()}", flush=True)
             await engine.aclose()
 
-        asyncio.run(direct_runs(engine, "direct", "direct"))
-        stack_parts = not args.skip_stack and _server_available()
-        if stack_parts:
-            for workers in (1, 2):
-                with stack(model, workdir, workers, args.max_parallel) as (url, key):
-                    for c in (1, 8):
-                        label = f"stack, {workers} worker{'s' if workers > 1 else ''}"
-                        results[f"stack{workers}", c] = asyncio.run(
-                            through_stack(url, key, reqs, c, label, slots=workers * args.max_parallel)
-                        )
-            # engine-bound: one generation slot per worker, more requests at once than all slots together,
-            # so throughput is what the engines can do and a second worker (on its own core) adds its own
-            for workers in (1, 2):
-                with stack(model, workdir, workers, 1) as (url, key):
-                    label = f"1 slot, {workers} worker{'s' if workers > 1 else ''}"
-                    results[f"bound{workers}", 8] = asyncio.run(
-                        through_stack(url, key, reqs, 8, label, slots=workers)
-                    )
-            # the direct runs again, after the stack's: the baseline is their mean, so a machine whose
-            # speed drifts during the run (a VM) does not tilt the ratios
-            asyncio.run(direct_runs(load(), "direct2", "direct, again"))
-        print()
+        asyncio.run(run_rounds())
+    print()
+    print(
+        f"{'path (median round)':<22} {'conc':>4} {'tokens':>7} {'secs':>7} {'tok/s':>9} {'ttft p50':>9} {'ttft p90':>9}"
+    )
+    for results in runs.values():
+        print(sorted(results, key=lambda r: r.tokens_per_s)[len(results) // 2].row())
+    if not paths:
         print(
-            f"{'path':<22} {'conc':>4} {'tokens':>7} {'secs':>7} {'tok/s':>9} {'ttft p50':>9} {'ttft p90':>9}"
+            "\nthrough the stack: skipped"
+            + ("" if args.skip_stack else " (the inference server is not installed)")
         )
-        for result in results.values():
-            print(result.row())
-        if not stack_parts:
-            print(
-                "\nthrough the stack: skipped"
-                + ("" if args.skip_stack else " (the inference server is not installed)")
-            )
-            return
-        print()
-        for c in (1, 8):
-            direct = (results["direct", c].tokens_per_s + results["direct2", c].tokens_per_s) / 2
-            one, two = results["stack1", c], results["stack2", c]
-            print(
-                f"concurrency {c}: stack/direct throughput {one.tokens_per_s / direct:.2f} (target ≥ 0.90), "
-                f"2 workers/1 worker {two.tokens_per_s / one.tokens_per_s:.2f}"
-            )
-        one, two = results["bound1", 8], results["bound2", 8]
+        return
+
+    def ratios(a: str, b: str, c: int) -> list[float]:
+        """Per round, a's throughput over b's (measured back to back)."""
+        return [x.tokens_per_s / y.tokens_per_s for x, y in zip(runs[a, c], runs[b, c], strict=True)]
+
+    def summary(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} (rounds: {', '.join(f'{v:.2f}' for v in values)})"
+
+    print()
+    for c in (1, 8):
         print(
-            f"engine-bound (one slot per worker, concurrency 8): 2 workers/1 worker "
-            f"{two.tokens_per_s / one.tokens_per_s:.2f} (target ≈ 2 with a free core per worker)"
+            f"concurrency {c}: stack/direct throughput {summary(ratios('stack, 1 worker', 'direct', c))} (target ≥ 0.90)"
         )
-        direct_ttft = statistics.mean(statistics.median(results[k, 1].ttft_s) for k in ("direct", "direct2"))
-        added = statistics.median(results["stack1", 1].ttft_s) - direct_ttft
         print(
-            f"time to first token added by the stack at concurrency 1: {added * 1000:.1f} ms (target < 20 ms)"
+            f"               2 workers/1 worker {summary(ratios('stack, 2 workers', 'stack, 1 worker', c))}"
         )
-        print("(direct = the mean of the runs before and after the stack's)")
+    print(
+        f"engine-bound (one slot per worker, concurrency 8): 2 workers/1 worker "
+        f"{summary(ratios('1 slot, 2 workers', '1 slot, 1 worker', 8))} (target ≈ 2 with a free core per worker)"
+    )
+    added = [
+        statistics.median(s.ttft_s) - statistics.median(d.ttft_s)
+        for s, d in zip(runs["stack, 1 worker", 1], runs["direct", 1], strict=True)
+    ]
+    print(
+        f"time to first token added by the stack at concurrency 1: {statistics.median(added) * 1000:.1f} ms "
+        f"(rounds: {', '.join(f'{a * 1000:.1f}' for a in added)}; target < 20 ms)"
+    )
 
 
 def _server_available() -> bool:

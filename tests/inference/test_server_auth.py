@@ -8,9 +8,13 @@ from contextlib import AbstractContextManager
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from oasst.inference.protocol import PROTOCOL_VERSION
+from oasst.inference.server.app import create_app
+from oasst.inference.server.db import Database
 from oasst.inference.server.errors import ErrorCode
+from oasst.inference.server.models import ApiKey
 from oasst.inference.server.settings import Settings
 from oasst.inference.tokens import TokenError, mint_user_token, verify_user_token
 from tests.inference.conftest import ROOT, SECRET, Keys, ScriptedWorker, bearer, user_headers, wait_for
@@ -93,6 +97,21 @@ def test_keys_are_made_with_a_root_token_and_shown_once(client: TestClient) -> N
         client.post("/admin/keys", json={"kind": "root", "name": "x"}, headers=bearer(ROOT)).status_code
         == 422
     )
+
+
+def test_a_key_disabled_by_another_process_stops_working_within_key_cache_s(
+    settings: Settings, inf_db: Database, keys: Keys
+) -> None:
+    app = create_app(settings.model_copy(update={"key_cache_s": 0.5}), database=inf_db, migrate=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/models", headers=bearer(keys.api)).status_code == 200
+        # another server process (or a script on the database) disables it: this one learns it in time
+        inf_db.write(lambda s: s.execute(update(ApiKey).values(enabled=False)))
+        assert client.get("/v1/models", headers=bearer(keys.api)).status_code == 200  # still trusted
+        time.sleep(0.6)
+        r = client.get("/v1/models", headers=bearer(keys.api))
+        assert r.status_code == 401 and r.json()["error"]["code"] == "key_invalid"
+        assert client.get("/v1/models", headers=bearer("oia_wrong")).status_code == 401  # never cached
 
 
 def test_workers_are_refused_with_a_reason(

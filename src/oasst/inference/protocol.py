@@ -211,6 +211,8 @@ class MessageRead(BaseModel):
     draft_group: str | None = None  # drafts generated together share a group
     selected: bool | None = None  # drafts: True for the one the user picked, False for the others
     finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0  # assistant messages: the prompt's tokens as the worker counted them
+    completion_tokens: int = 0  # assistant messages: tokens generated
     created_at: datetime
     finished_at: datetime | None = None
 

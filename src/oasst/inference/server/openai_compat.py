@@ -17,12 +17,12 @@ from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from oasst.inference.protocol import FinishReason, MessageState, Role, SamplingParameters
 from oasst.inference.server.errors import ErrorCode, InferenceError
-from oasst.inference.server.events import FINAL_EVENTS
+from oasst.inference.server.events import FINAL_EVENTS, Event
 from oasst.inference.server.ids import new_id
 from oasst.inference.server.models import Chat, Message, utcnow
 from oasst.inference.server.runtime import Runtime
@@ -192,12 +192,13 @@ async def _stop_unfinished(rt: Runtime, model: str, ids: list[str], done: set[st
                 await rt.stop(message_id, model)
 
 
-def _raise_for(rows: list[Message]) -> None:
-    for row in rows:
-        if row.state in {MessageState.complete.value, MessageState.cancelled.value}:
+def _raise_for(finals: list[Event]) -> None:
+    """Answer a choice that ended in an error as the request's error (a stopped one is an answer)."""
+    for event in finals:
+        if event.get("event_type") != "error":
             continue
-        _code, _, text = (row.error or "").partition(": ")
-        if row.state == MessageState.timeout.value:
+        code, text = str(event.get("error", "")), str(event.get("message", ""))
+        if code == "timeout":
             raise InferenceError(
                 text or "Timed out.", ErrorCode.GENERATION_TIMEOUT, HTTPStatus.GATEWAY_TIMEOUT
             )
@@ -206,33 +207,26 @@ def _raise_for(rows: list[Message]) -> None:
         )
 
 
-async def _rows(rt: Runtime, ids: list[str]) -> list[Message]:
-    def load(s: Session) -> list[Message]:
-        rows = {m.id: m for m in s.scalars(select(Message).where(Message.id.in_(ids)))}
-        return [rows[i] for i in ids if i in rows]
-
-    return await rt.db.aread(load)
-
-
-def _usage(rows: list[Message]) -> dict[str, int]:
-    prompt = max((r.prompt_tokens for r in rows), default=0)
-    completion = sum(r.completion_tokens for r in rows)
+def _usage(finals: list[Event]) -> dict[str, int]:
+    """Token counts from the choices' final ``message`` events (the stored rows' counts)."""
+    messages = [event["message"] for event in finals if event.get("event_type") == "message"]
+    prompt = max((int(m.get("prompt_tokens", 0)) for m in messages), default=0)
+    completion = sum(int(m.get("completion_tokens", 0)) for m in messages)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 async def complete(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> dict[str, Any]:
     """Wait for every choice, then answer in OpenAI's ``chat.completion`` shape."""
-    done: set[str] = set()
+    finals: list[Event] = []
     try:
         for message_id in ids:
             async for event in follow(rt, message_id, req.model, pending=False):
                 if event.get("event_type") in FINAL_EVENTS:
-                    done.add(message_id)
+                    finals.append(event)
     finally:
-        if len(done) < len(ids):
-            await _stop_unfinished(rt, req.model, ids, done)
-    rows = await _rows(rt, ids)
-    _raise_for(rows)
+        if len(finals) < len(ids):
+            await _stop_unfinished(rt, req.model, ids, set(ids[: len(finals)]))
+    _raise_for(finals)
     return {
         "id": f"chatcmpl-{ids[0]}",
         "object": "chat.completion",
@@ -241,13 +235,13 @@ async def complete(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> d
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": row.content},
-                "finish_reason": _finish_reason(row.finish_reason),
+                "message": {"role": "assistant", "content": event["message"]["content"]},
+                "finish_reason": _finish_reason(event["message"].get("finish_reason")),
                 "logprobs": None,
             }
-            for i, row in enumerate(rows)
+            for i, event in enumerate(finals)
         ],
-        "usage": _usage(rows),
+        "usage": _usage(finals),
     }
 
 
@@ -277,6 +271,7 @@ async def stream(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> Asy
             await merged.put((index, event))
 
     done: set[str] = set()
+    finals: list[Event] = []
     tasks = [asyncio.create_task(pump(i, m)) for i, m in enumerate(ids)]
     try:
         for i in range(len(ids)):
@@ -292,6 +287,7 @@ async def stream(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> Asy
                 yield chunk([choice])
             elif kind == "message":
                 done.add(ids[index])
+                finals.append(event)
                 reason = _finish_reason(event["message"].get("finish_reason"))
                 yield chunk([{"index": index, "delta": {}, "finish_reason": reason, "logprobs": None}])
             elif kind == "error":
@@ -300,7 +296,7 @@ async def stream(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> Asy
                 yield sse(openai_error(str(event.get("message", "")), code, "server_error"))
                 return
         if req.stream_options and req.stream_options.include_usage:
-            yield chunk([], usage=_usage(await _rows(rt, ids)))
+            yield chunk([], usage=_usage(finals))
         yield "data: [DONE]\n\n"
     finally:
         # shielded: this also runs when the client went away and this task is being cancelled

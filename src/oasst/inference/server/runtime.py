@@ -42,11 +42,12 @@ from oasst.inference.server.events import (
     RedisEventLog,
     streamed_text,
 )
-from oasst.inference.server.models import Message
+from oasst.inference.server.models import ApiKey, Message
 from oasst.inference.server.queue import MemoryQueue, RedisQueue, WorkQueue
 from oasst.inference.server.registry import MemoryRegistry, RedisRegistry, Registry
 from oasst.inference.server.services import chats as chat_service
 from oasst.inference.server.services import work
+from oasst.inference.server.services.keys import VerifiedKeys, verify_key
 from oasst.inference.server.settings import Settings
 from oasst.ratelimit import Limit, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 
@@ -80,7 +81,16 @@ class Runtime:
         self.local_sessions: set[str] = set()
         # the original's limit on asked-for replies (20 per 600 s per user), shared through Redis when set
         self.reply_limiter: RateLimiter = MemoryRateLimiter()
+        self.verified_keys = VerifiedKeys(settings.key_cache_s)
         self._sweeper: asyncio.Task[None] | None = None
+
+    async def verify_key(self, key: str, kind: str) -> ApiKey:
+        """The enabled key of ``kind`` (401/403 otherwise), from :class:`VerifiedKeys` when it can be."""
+        row = self.verified_keys.get(key, kind)
+        if row is None:
+            row = await self.db.aread(lambda s: verify_key(s, key, kind=kind))
+            self.verified_keys.put(key, kind, row)
+        return row
 
     async def check_reply_limit(self, user_id: str, replies: int) -> None:
         """Count ``replies`` asked-for assistant replies of ``user_id``; 429 once over the limit."""

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     root_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="Bearer tokens allowed to manage worker/API keys (comma-separated)"
     )
+    key_cache_s: float = Field(
+        5, ge=0, description="Seconds a verified API key is trusted without a lookup (0: look up every time)"
+    )
     queue_max_size: int = Field(100, ge=1, description="Pending requests per model before 503")
     queue_retry_after_s: int = Field(10, ge=1, description="Retry-After sent with a 503 for a full queue")
     queue_wait_timeout_s: float = Field(120, gt=0, description="Longest wait in the queue before 'timeout'")

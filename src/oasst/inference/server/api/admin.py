@@ -52,8 +52,10 @@ async def list_keys(_: RootDep, db: DatabaseDep) -> list[KeyRead]:
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, body: UpdateKey, _: RootDep, db: DatabaseDep) -> KeyRead:
-    return _read(await db.awrite(lambda s: service.set_key_enabled(s, key_id, body.enabled)))
+async def update_key(key_id: str, body: UpdateKey, _: RootDep, rt: RuntimeDep) -> KeyRead:
+    row = await rt.db.awrite(lambda s: service.set_key_enabled(s, key_id, body.enabled))
+    rt.verified_keys.clear()
+    return _read(row)
 
 
 @router.get("/workers")

@@ -12,7 +12,6 @@ from oasst.inference.server.db import Database
 from oasst.inference.server.errors import ErrorCode, InferenceError
 from oasst.inference.server.models import ApiKey
 from oasst.inference.server.runtime import Runtime
-from oasst.inference.server.services import keys as key_service
 from oasst.inference.server.settings import Settings
 from oasst.inference.tokens import UserClaims
 
@@ -43,9 +42,8 @@ def _current_user(request: Request, authorization: AuthHeader = None) -> UserCla
     return user_from_token(secret, bearer(authorization))
 
 
-async def _api_key(database: DatabaseDep, authorization: AuthHeader = None) -> ApiKey:
-    key = bearer(authorization)
-    return await database.aread(lambda s: key_service.verify_key(s, key, kind="api"))
+async def _api_key(rt: RuntimeDep, authorization: AuthHeader = None) -> ApiKey:
+    return await rt.verify_key(bearer(authorization), "api")
 
 
 def _root(settings: SettingsDep, authorization: AuthHeader = None) -> None:

@@ -70,6 +70,8 @@ def message_read(m: Message) -> MessageRead:
         draft_group=m.draft_group,
         selected=m.selected,
         finish_reason=FinishReason(m.finish_reason) if m.finish_reason else None,
+        prompt_tokens=m.prompt_tokens or 0,
+        completion_tokens=m.completion_tokens or 0,
         created_at=_aware(m.created_at),
         finished_at=_aware(m.finished_at) if m.finished_at else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from http import HTTPStatus
 
 from sqlalchemy import select
@@ -34,6 +35,34 @@ def verify_key(session: Session, key: str, *, kind: str) -> ApiKey:
             HTTPStatus.FORBIDDEN,
         )
     return row
+
+
+class VerifiedKeys:
+    """Keys verified in the last ``ttl_s`` seconds, so a busy /v1 client is not looked up per request.
+
+    Only keys that passed are kept (a wrong key is looked up every time). Disabling a key through this
+    process's ``/admin`` forgets them all at once; any other process stops accepting it within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[tuple[str, str], tuple[float, ApiKey]] = {}
+
+    def get(self, key: str, kind: str) -> ApiKey | None:
+        entry = self._entries.get((hash_key(key), kind))
+        if entry is None or time.monotonic() - entry[0] > self.ttl_s:
+            return None
+        return entry[1]
+
+    def put(self, key: str, kind: str, row: ApiKey) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) > 10_000:  # many keys: start afresh rather than grow
+            self._entries.clear()
+        self._entries[hash_key(key), kind] = (time.monotonic(), row)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def list_keys(session: Session) -> list[ApiKey]:
