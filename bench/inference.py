@@ -10,9 +10,11 @@ token at concurrency 1 (target < 20 ms), and 2 workers / 1 worker throughput —
 slots, and engine-bound: one slot per worker and 8 requests at once, where the target is ≈ 2 (each worker
 is its own process, so this needs a free core or GPU per worker).
 
-Every path is up for the whole run and each round runs them all back to back (alternating their order),
-so each ratio is taken within one round and a machine whose speed drifts (a VM) does not tilt it; the
-median round is reported, with every round's figure beside it. Sampling is seeded per request, so both paths
+Every path is up for the whole run. At concurrency 1 each request runs on every path in turn (the
+order alternating per request), so direct and stack see the machine in the same state request by
+request; at concurrency 8 each round runs every path back to back, alternating their order. Each ratio
+is taken within one round, so a machine whose speed drifts (a VM) does not tilt it; the median round is
+reported, with every round's figure beside it. Sampling is seeded per request, so both paths
 generate exactly the same tokens. The server runs as its own process (`oasst inference serve`, SQLite,
 in-process queue) and each worker as `oasst worker run`.
 """
@@ -33,12 +35,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from oasst.inference.protocol import ChatTurn, Role, SamplingParameters, WorkRequest
 from oasst.inference.worker.engines import Engine, Finished
+
+if TYPE_CHECKING:
+    from oasst.inference.worker.engine_openai import OpenAIUpstreamEngine
 
 MODEL_NAME = "bench-model"
 ROOT_TOKEN = "bench-root-token-0123456789"
@@ -241,26 +247,53 @@ def warm_up_requests(slots: int) -> list[WorkRequest]:
     return requests(slots, 16)
 
 
-async def through_stack(
-    url: str, api_key: str, reqs: list[WorkRequest], concurrency: int, label: str, *, slots: int
-) -> Result:
+def stack_client(url: str, api_key: str, parallel: int) -> OpenAIUpstreamEngine:
+    """An OpenAI client of the stack (the worker's upstream engine: streaming, extra sampling fields)."""
     from oasst.inference.worker.engine_openai import OpenAIUpstreamEngine
 
-    def client(parallel: int) -> OpenAIUpstreamEngine:
-        return OpenAIUpstreamEngine(
-            url, api_key=api_key, upstream_model=MODEL_NAME, max_parallel=parallel, extra_sampling=True
-        )
+    return OpenAIUpstreamEngine(
+        url, api_key=api_key, upstream_model=MODEL_NAME, max_parallel=parallel, extra_sampling=True
+    )
 
-    warm = client(slots)
+
+async def warm_up(url: str, api_key: str, slots: int) -> None:
+    warm = stack_client(url, api_key, slots)
     try:
         await drive(warm, warm_up_requests(slots), slots, "warm-up")
     finally:
         await warm.aclose()
-    timed = client(concurrency)
+
+
+async def through_stack(
+    url: str, api_key: str, reqs: list[WorkRequest], concurrency: int, label: str, *, slots: int
+) -> Result:
+    await warm_up(url, api_key, slots)
+    timed = stack_client(url, api_key, concurrency)
     try:
         return await drive(timed, reqs, concurrency, label)
     finally:
         await timed.aclose()
+
+
+async def one_at_a_time(engines: dict[str, Engine], reqs: list[WorkRequest]) -> dict[str, Result]:
+    """Concurrency 1 on every engine at once: each request runs on each engine in turn (the order
+    alternating per request), so all of them see the machine in the same state, request by request;
+    each engine's time is the sum of its requests' times."""
+    seconds = dict.fromkeys(engines, 0.0)
+    tokens = dict.fromkeys(engines, 0)
+    ttft: dict[str, list[float]] = {name: [] for name in engines}
+    for i, req in enumerate(reqs):
+        for name in list(engines)[:: 1 if i % 2 == 0 else -1]:
+            started = time.perf_counter()
+            first: float | None = None
+            async for event in engines[name].generate(req):
+                if isinstance(event, Finished):
+                    tokens[name] += event.usage.completion_tokens
+                elif first is None and event:
+                    first = time.perf_counter() - started
+            seconds[name] += time.perf_counter() - started
+            ttft[name].append(first if first is not None else seconds[name])
+    return {name: Result(name, 1, tokens[name], seconds[name], ttft[name]) for name in engines}
 
 
 def main() -> None:
@@ -317,20 +350,28 @@ def main() -> None:
         async def run_rounds() -> None:
             await drive(engine, warm_up_requests(args.max_parallel), args.max_parallel, "warm-up")
             for round_ in range(args.rounds):
-                for c in (1, 8):
-                    order = ["direct", *(p for p in paths if not p.startswith("1 slot"))]
-                    if c == 8:
-                        order += [p for p in paths if p.startswith("1 slot")]
-                    if round_ % 2:
-                        order.reverse()
-                    for name in order:
-                        if name == "direct":
-                            result = await drive(engine, reqs, c, name)
-                        else:
-                            url, key, slots = paths[name]
-                            result = await through_stack(url, key, reqs, c, name, slots=slots)
-                        runs.setdefault((name, c), []).append(result)
-                        print(f"  round {round_ + 1}: {result.row()}", flush=True)
+                # concurrency 1: request by request across the direct engine and the stacks
+                clients: dict[str, Engine] = {"direct": engine}
+                for name, (url, key, slots) in paths.items():
+                    if not name.startswith("1 slot"):
+                        await warm_up(url, key, slots)
+                        clients[name] = stack_client(url, key, 1)
+                for result in (await one_at_a_time(clients, reqs)).values():
+                    runs.setdefault((result.label, 1), []).append(result)
+                    print(f"  round {round_ + 1}: {result.row()}", flush=True)
+                for client in clients.values():
+                    if client is not engine:
+                        await client.aclose()
+                # concurrency 8: one run per path, back to back, the order alternating per round
+                order = ["direct", *paths]
+                for name in order if round_ % 2 == 0 else order[::-1]:
+                    if name == "direct":
+                        result = await drive(engine, reqs, 8, name)
+                    else:
+                        url, key, slots = paths[name]
+                        result = await through_stack(url, key, reqs, 8, name, slots=slots)
+                    runs.setdefault((name, 8), []).append(result)
+                    print(f"  round {round_ + 1}: {result.row()}", flush=True)
             await engine.aclose()
 
         asyncio.run(run_rounds())

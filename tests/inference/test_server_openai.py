@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from sqlalchemy.orm import Session
 
+from oasst.inference.server.db import Database
+from oasst.inference.server.models import Message
+from oasst.inference.server.services import work
 from oasst.inference.server.settings import Settings
 from tests.inference.conftest import MODEL, Keys, ScriptedWorker, bearer, wait_for, workers
 
@@ -164,3 +170,35 @@ def test_streaming_client_that_leaves_cancels_its_work(url: str, keys: Keys) -> 
             model=MODEL, messages=[{"role": "user", "content": "Again"}]
         )
         assert reply.choices[0].message.content == "Hello, world!"
+
+
+def test_an_answer_does_not_wait_for_its_hidden_row_to_be_stored(
+    url: str, keys: Keys, inf_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/v1 callers never read the stored row back, so their answer ends when the worker's does; the
+    row is stored beside it (here held up on purpose) and ends complete."""
+    release = threading.Event()
+    store = work.complete_work
+
+    def slow_store(session: Session, message_id: str, **kwargs: Any) -> Message | None:
+        release.wait(20)
+        return store(session, message_id, **kwargs)
+
+    monkeypatch.setattr(work, "complete_work", slow_store)
+    client = _client(url, keys.api)
+
+    def state(message_id: str) -> str:
+        return inf_db.read(lambda s: s.get(Message, message_id).state)  # type: ignore[union-attr]
+
+    try:
+        with workers(ScriptedWorker(url, keys.worker)):
+            reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+            assert reply.choices[0].message.content == "Hello, world!"
+            assert reply.usage is not None and reply.usage.completion_tokens == 4
+            message_id = reply.id.removeprefix("chatcmpl-")
+            assert state(message_id) == "in_progress"  # still being stored
+            release.set()
+            wait_for(lambda: state(message_id) == "complete", what="the reply to be stored")
+            assert inf_db.read(lambda s: s.get(Message, message_id).content) == "Hello, world!"  # type: ignore[union-attr]
+    finally:
+        release.set()

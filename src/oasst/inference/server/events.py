@@ -1,7 +1,10 @@
 """Per-message event logs (replayable, any number of readers) and the cancel broadcast.
 
 A message's log holds its ``token`` events and then one final ``message`` or ``error`` event, as the
-JSON of the protocol's stream events. Readers (SSE streams, the OpenAI API) replay from the start and
+JSON of the protocol's stream events. A worker's answer is also announced by an internal ``answered``
+event (its text, finish reason and token counts) just before it is stored: ``/v1`` ends a choice on it,
+since the API's callers never read the stored row, while the chat API's streams skip it and end on the
+stored ``message``. Readers (SSE streams, the OpenAI API) replay from the start and
 follow; nothing is consumed, so a reconnecting client or a second tab sees everything. In Redis a log is
 a stream ``{prefix}ev:{message id}`` that expires ``event_ttl_s`` after its last event; in memory, a list
 dropped ``event_ttl_s`` after its final event.
@@ -25,12 +28,24 @@ log = logging.getLogger("oasst.inference.events")
 
 Event = dict[str, Any]
 FINAL_EVENTS = {"message", "error"}
+ANSWERED = "answered"  # internal: the worker's answer, before it is stored (see the module's docs)
 
 
 class EventLog(Protocol):
     async def publish(self, message_id: str, event: Event) -> None: ...
     async def read(self, message_id: str, cursor: str, timeout: float) -> tuple[list[Event], str]: ...
     async def all(self, message_id: str) -> list[Event]: ...
+
+
+def answered_event(text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> Event:
+    """The internal ``answered`` event: the same fields as the stored message's read of them."""
+    return {
+        "event_type": ANSWERED,
+        "content": text,
+        "finish_reason": finish_reason,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
 
 
 def streamed_text(events: list[Event]) -> tuple[bool, str]:

@@ -48,7 +48,7 @@ from oasst.inference.protocol import (
 )
 from oasst.inference.server.auth import bearer
 from oasst.inference.server.errors import InferenceError
-from oasst.inference.server.events import streamed_text
+from oasst.inference.server.events import answered_event, streamed_text
 from oasst.inference.server.ids import new_id
 from oasst.inference.server.runtime import Runtime, final_event
 from oasst.inference.server.services import keys as key_service
@@ -273,6 +273,11 @@ class WorkerSession:
         if job is None:
             return
         text = apply_stop(frame.text, job.stop)
+        usage = frame.usage
+        answered = answered_event(
+            text, frame.finish_reason.value, usage.prompt_tokens, usage.completion_tokens
+        )
+        await self.rt.events.publish(frame.id, answered)
         try:
             message = await self.rt.db.awrite(
                 lambda s: work.complete_work(

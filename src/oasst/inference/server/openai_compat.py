@@ -3,13 +3,16 @@
 Each ``/v1/chat/completions`` request becomes a hidden chat of its own (no user, ``allow_data_use``
 false, owned by the API key): its turns are stored as a straight path of messages and ``n`` pending
 assistant messages answer the last user turn. Everything else (queue cap, workers, stop, timeouts,
-requeue after a dead worker) is the chat API's machinery, so there is one dispatch path to trust. The
+requeue after a dead worker) is the chat API's machinery, so there is one dispatch path to trust. A choice
+ends on the worker's ``answered`` event, without waiting for its hidden row to be stored (nobody reads
+it back; if storing fails, the row ends ``failed`` and the caller still has its answer). The
 completion id is ``chatcmpl-<first assistant message id>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -17,12 +20,12 @@ from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
 from oasst.inference.protocol import FinishReason, MessageState, Role, SamplingParameters
 from oasst.inference.server.errors import ErrorCode, InferenceError
-from oasst.inference.server.events import FINAL_EVENTS, Event
+from oasst.inference.server.events import ANSWERED, FINAL_EVENTS, Event
 from oasst.inference.server.ids import new_id
 from oasst.inference.server.models import Chat, Message, utcnow
 from oasst.inference.server.runtime import Runtime
@@ -71,6 +74,10 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=8)
 
 
+ANSWERS = {ANSWERED, "message"}  # events that end a choice with an answer
+ENDS = ANSWERS | FINAL_EVENTS
+
+
 def _finish_reason(value: str | None) -> str:
     return "length" if value == FinishReason.length.value else "stop"
 
@@ -106,61 +113,43 @@ def sampling_for(rt: Runtime, req: ChatCompletionRequest) -> SamplingParameters:
 def create_api_chat(
     session: Session, *, key_id: str, req: ChatCompletionRequest, sampling: SamplingParameters
 ) -> list[str]:
+    """Store the request as a hidden chat: its turns as a straight path, then ``n`` pending replies.
+    Core statements (this runs once per /v1 request, so it skips the ORM's unit of work)."""
     system = "\n\n".join(m.text() for m in req.messages if m.role in {"system", "developer"})
     turns = [m for m in req.messages if m.role in {"user", "assistant"}]
     if not turns or turns[-1].role != "user":
         raise InferenceError("The last message must be a user message.", ErrorCode.INVALID_PARENT)
     now = utcnow()
-    chat = Chat(
-        id=new_id(),
-        user_id=None,
-        api_key_id=key_id,
-        hidden=True,
-        allow_data_use=False,
-        system_prompt=system or None,
-        deleted=False,
-        created_at=now,
-        modified_at=now,
+    chat_id = new_id()
+    session.execute(
+        insert(Chat).values(
+            id=chat_id,
+            user_id=None,
+            api_key_id=key_id,
+            hidden=True,
+            allow_data_use=False,
+            system_prompt=system or None,
+            deleted=False,
+            created_at=now,
+            modified_at=now,
+        )
     )
-    session.add(chat)
-    session.flush()
+    common = {"chat_id": chat_id, "score": 0, "prompt_tokens": 0, "completion_tokens": 0, "created_at": now}
+    path: list[dict[str, Any]] = []
     parent: str | None = None
     for turn in turns:
-        row = Message(
-            id=new_id(),
-            chat_id=chat.id,
-            parent_id=parent,
-            role=Role(turn.role).value,
-            content=turn.text(),
-            state=(MessageState.manual if turn.role == "user" else MessageState.complete).value,
-            score=0,
-            prompt_tokens=0,
-            completion_tokens=0,
+        state = MessageState.manual if turn.role == "user" else MessageState.complete
+        path.append(
+            {**common, "id": new_id(), "parent_id": parent, "role": Role(turn.role).value}
+            | {"content": turn.text(), "state": state.value}
         )
-        session.add(row)
-        session.flush()
-        parent = row.id
+        parent = path[-1]["id"]
+    session.execute(insert(Message), path)
     ids = [new_id() for _ in range(req.n)]
-    session.add_all(
-        Message(
-            id=i,
-            chat_id=chat.id,
-            parent_id=parent,
-            role=Role.assistant.value,
-            content="",
-            state=MessageState.pending.value,
-            model=req.model,
-            sampling=sampling.model_dump(mode="json"),
-            score=0,
-            draft_group=ids[0] if req.n > 1 else None,
-            prompt_tokens=0,
-            completion_tokens=0,
-            created_at=now,
-            queued_at=now,
-        )
-        for i in ids
-    )
-    session.flush()
+    reply: dict[str, Any] = {**common, "parent_id": parent, "role": Role.assistant.value, "content": ""}
+    reply |= {"state": MessageState.pending.value, "model": req.model, "queued_at": now}
+    reply |= {"sampling": sampling.model_dump(mode="json"), "draft_group": ids[0] if req.n > 1 else None}
+    session.execute(insert(Message), [{**reply, "id": i} for i in ids])
     return ids
 
 
@@ -207,11 +196,17 @@ def _raise_for(finals: list[Event]) -> None:
         )
 
 
+def _answer(event: Event) -> dict[str, Any]:
+    """A choice's ending ``answered`` or ``message`` event as the fields they share: content,
+    finish_reason, prompt_tokens, completion_tokens."""
+    return dict(event["message"]) if event.get("event_type") == "message" else event
+
+
 def _usage(finals: list[Event]) -> dict[str, int]:
-    """Token counts from the choices' final ``message`` events (the stored rows' counts)."""
-    messages = [event["message"] for event in finals if event.get("event_type") == "message"]
-    prompt = max((int(m.get("prompt_tokens", 0)) for m in messages), default=0)
-    completion = sum(int(m.get("completion_tokens", 0)) for m in messages)
+    """Token counts from the choices' ending events (the worker's counts)."""
+    answers = [_answer(event) for event in finals if event.get("event_type") in ANSWERS]
+    prompt = max((int(a.get("prompt_tokens", 0)) for a in answers), default=0)
+    completion = sum(int(a.get("completion_tokens", 0)) for a in answers)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -220,9 +215,11 @@ async def complete(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> d
     finals: list[Event] = []
     try:
         for message_id in ids:
-            async for event in follow(rt, message_id, req.model, pending=False):
-                if event.get("event_type") in FINAL_EVENTS:
-                    finals.append(event)
+            async with contextlib.aclosing(follow(rt, message_id, req.model, pending=False)) as events:
+                async for event in events:
+                    if event.get("event_type") in ENDS:
+                        finals.append(event)
+                        break
     finally:
         if len(finals) < len(ids):
             await _stop_unfinished(rt, req.model, ids, set(ids[: len(finals)]))
@@ -235,8 +232,8 @@ async def complete(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> d
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": event["message"]["content"]},
-                "finish_reason": _finish_reason(event["message"].get("finish_reason")),
+                "message": {"role": "assistant", "content": _answer(event)["content"]},
+                "finish_reason": _finish_reason(_answer(event).get("finish_reason")),
                 "logprobs": None,
             }
             for i, event in enumerate(finals)
@@ -285,10 +282,10 @@ async def stream(rt: Runtime, req: ChatCompletionRequest, ids: list[str]) -> Asy
             elif kind == "token":
                 choice = {"index": index, "delta": {"content": event["text"]}, "finish_reason": None}
                 yield chunk([choice])
-            elif kind == "message":
+            elif kind in ANSWERS and ids[index] not in done:
                 done.add(ids[index])
                 finals.append(event)
-                reason = _finish_reason(event["message"].get("finish_reason"))
+                reason = _finish_reason(_answer(event).get("finish_reason"))
                 yield chunk([{"index": index, "delta": {}, "finish_reason": reason, "logprobs": None}])
             elif kind == "error":
                 done.add(ids[index])

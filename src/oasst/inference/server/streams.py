@@ -9,7 +9,7 @@ between the two writes), the final event is made from the database row, so no re
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
@@ -17,7 +17,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Send
 
 from oasst.inference.protocol import FINAL_STATES, MessageState, PendingStreamEvent
-from oasst.inference.server.events import FINAL_EVENTS, Event
+from oasst.inference.server.events import ANSWERED, FINAL_EVENTS, Event
 from oasst.inference.server.models import Message
 from oasst.inference.server.runtime import Runtime, final_event
 
@@ -49,7 +49,7 @@ async def _load(rt: Runtime, message_id: str) -> Message | None:
     return await rt.db.aread(lambda s: s.get(Message, message_id))
 
 
-async def follow(rt: Runtime, message_id: str, model: str, *, pending: bool) -> AsyncIterator[Event]:
+async def follow(rt: Runtime, message_id: str, model: str, *, pending: bool) -> AsyncGenerator[Event, None]:
     """The message's events up to and including the final one; ``KEEP_ALIVE`` on idle intervals."""
     interval = rt.settings.pending_event_interval_s
     cursor, seen_token, idle, first = "", False, 0, True
@@ -92,6 +92,8 @@ async def message_sse(rt: Runtime, message_id: str, model: str) -> AsyncIterator
             if event is KEEP_ALIVE:
                 yield ": keep-alive\n\n"
                 continue
+            if event.get("event_type") == ANSWERED:
+                continue  # internal (for /v1); this stream ends on the stored message
             finished = event.get("event_type") in FINAL_EVENTS
             yield sse(event)
     finally:
