@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -202,3 +203,65 @@ def test_an_answer_does_not_wait_for_its_hidden_row_to_be_stored(
             assert inf_db.read(lambda s: s.get(Message, message_id).content) == "Hello, world!"  # type: ignore[union-attr]
     finally:
         release.set()
+
+
+@pytest.fixture
+def slow_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Recording a start waits until the returned event is set (a slow database)."""
+    gate = threading.Event()
+    record = work.mark_started
+
+    def held(session: Session, message_id: str, **kwargs: Any) -> bool:
+        gate.wait(20)
+        return record(session, message_id, **kwargs)
+
+    monkeypatch.setattr(work, "mark_started", held)
+    yield gate
+    gate.set()
+
+
+def _state(db: Database, message_id: str) -> str:
+    return db.read(lambda s: s.get(Message, message_id).state)  # type: ignore[union-attr]
+
+
+def test_the_worker_gets_a_request_while_its_start_is_recorded(
+    url: str, keys: Keys, inf_db: Database, slow_start: threading.Event
+) -> None:
+    """A /v1 request goes to the worker straight from the queue (built when it was queued); its answer is
+    stored, and answered, only once the start is recorded."""
+    client = _client(url, keys.api)
+    replies: list[Any] = []
+    with workers(ScriptedWorker(url, keys.worker)) as (worker,):
+        caller = threading.Thread(
+            target=lambda: replies.append(
+                client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+            )
+        )
+        caller.start()
+        wait_for(lambda: worker.finished, what="the worker to answer")
+        message_id = worker.requests[0].id
+        assert [t.content for t in worker.requests[0].messages] == ["Hi"]
+        assert _state(inf_db, message_id) == "pending" and caller.is_alive()  # start not recorded yet
+        slow_start.set()
+        caller.join(20)
+        assert replies and replies[0].choices[0].message.content == "Hello, world!"
+        wait_for(lambda: _state(inf_db, message_id) == "complete", what="the answer to be stored")
+        assert worker.cancels == []
+
+
+def test_a_request_that_ends_before_its_start_is_recorded_is_cancelled_on_the_worker(
+    url: str, keys: Keys, inf_db: Database, slow_start: threading.Event
+) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    with workers(ScriptedWorker(url, keys.worker, hold_after=1)) as (worker,):
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=bearer(keys.api)) as r:
+            wait_for(lambda: worker.requests, what="the request to reach the worker")
+        # the caller went away while the start was still being recorded: the message is stopped
+        message_id = worker.requests[0].id
+        wait_for(lambda: _state(inf_db, message_id) == "cancelled", what="the stop")
+        wait_for(lambda: worker.cancels == [message_id], what="the worker to be told")
+        slow_start.set()  # the late start finds the message ended: nothing more is sent or stored
+        worker.release()
+        time.sleep(0.3)
+        assert worker.cancels == [message_id] and _state(inf_db, message_id) == "cancelled"
+        assert r.status_code == 200

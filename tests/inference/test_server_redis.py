@@ -16,11 +16,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from oasst.inference.protocol import MessageState
+from oasst.inference.protocol import ChatTurn, MessageState, Role, SamplingParameters, WorkRequest
 from oasst.inference.server.db import Database
 from oasst.inference.server.events import RedisEventLog
 from oasst.inference.server.models import Message
-from oasst.inference.server.queue import RedisQueue
+from oasst.inference.server.queue import RedisPrepared, RedisQueue
 from oasst.inference.server.settings import Settings
 from tests.inference.conftest import ChatSession, Keys, ScriptedWorker, sse_events, wait_for, workers
 
@@ -50,6 +50,21 @@ async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 def redis_settings(settings: Settings, redis_url: str, prefix: str) -> Settings:
     return settings.model_copy(update={"redis_url": redis_url, "redis_key_prefix": prefix})
+
+
+@pytest.mark.anyio
+async def test_prepared_requests_are_taken_once_and_expire(aredis: aioredis.Redis, prefix: str) -> None:
+    store = RedisPrepared(aredis, prefix)
+    turns = [ChatTurn(role=Role.user, content="Hi")]
+    requests = [WorkRequest(id=i, model="m", messages=turns, sampling=SamplingParameters()) for i in "abc"]
+    await store.put(requests, ttl_s=1)
+    # any process may take one (another server process pops the id), but only once
+    assert await RedisPrepared(aredis, prefix).take("a") == requests[0]
+    assert await store.take("a") is None
+    await store.drop(["b"])  # the message ended while queued
+    assert await store.take("b") is None
+    await asyncio.sleep(1.2)
+    assert await store.take("c") is None  # expired: the session reads it from the database instead
 
 
 @pytest.mark.anyio

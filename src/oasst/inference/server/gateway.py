@@ -81,6 +81,8 @@ class Job:
     message_id: str
     stop: list[str] = field(default_factory=list)
     tokens: int = 0
+    # set once the start is recorded (a prepared request goes to the worker while it is being recorded)
+    recorded: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
@@ -200,28 +202,63 @@ class WorkerSession:
             message_id = await rt.queue.pop(self.hello.model, self.id, min(1.0, s.heartbeat_interval_s))
             if message_id is None:
                 continue
+            prepared = await rt.prepared.take(message_id)
             try:
-                request = await rt.db.awrite(
-                    partial(
-                        work.start_work,
-                        message_id=message_id,
-                        session_id=self.id,
-                        worker_key_id=self.key_id,
-                        deadline_s=s.generation_timeout_s,
-                    )
-                )
+                if prepared is None:
+                    await self._start(message_id)
+                else:
+                    await self._start_prepared(prepared)
             except Exception:
                 # not started: back to the front (in Redis, release() at the session's end does it too)
                 await asyncio.shield(rt.queue.push_front(self.hello.model, message_id))
                 await rt.queue.ack(self.id, message_id)
                 raise
             await rt.queue.ack(self.id, message_id)
-            if request is None:  # stopped or timed out while queued
-                continue
-            self.jobs[message_id] = Job(message_id, stop=list(request.sampling.stop))
-            rt.control.register(message_id, self._on_cancel)
-            self._update_room()
+
+    async def _start(self, message_id: str) -> None:
+        """Record the start, then send the request read back from the database."""
+        s = self.rt.settings
+        request = await self.rt.db.awrite(
+            partial(
+                work.start_work,
+                message_id=message_id,
+                session_id=self.id,
+                worker_key_id=self.key_id,
+                deadline_s=s.generation_timeout_s,
+            )
+        )
+        if request is None:  # stopped or timed out while queued
+            return
+        job = self._take_on(request)
+        job.recorded.set()
+        await self._send(request)
+
+    async def _start_prepared(self, prepared: WorkRequest) -> None:
+        """Send the request built at submit at once and record the start meanwhile (the worker's
+        prefill hides that write). Its answer is not stored before the start is; if the message
+        ended while queued, the worker is told to cancel."""
+        request = prepared.model_copy(update={"deadline_s": self.rt.settings.generation_timeout_s})
+        job = self._take_on(request)
+        started = False
+        try:
             await self._send(request)
+            started = await self.rt.db.awrite(
+                partial(
+                    work.mark_started, message_id=request.id, session_id=self.id, worker_key_id=self.key_id
+                )
+            )
+        finally:
+            released = None if started else self._release(request.id)
+            job.recorded.set()
+        if released is not None:  # it ended while queued (and no cancel has reached the worker yet)
+            await self._send_quietly(CancelWork(id=request.id))
+
+    def _take_on(self, request: WorkRequest) -> Job:
+        job = Job(request.id, stop=list(request.sampling.stop))
+        self.jobs[request.id] = job
+        self.rt.control.register(request.id, self._on_cancel)
+        self._update_room()
+        return job
 
     def _on_cancel(self, message_id: str) -> None:
         """The message ended elsewhere (stop, timeout): tell the worker and free the slot."""
@@ -268,8 +305,15 @@ class WorkerSession:
         job.tokens += 1
         await self.rt.events.publish(frame.id, TokenStreamEvent(text=frame.text).model_dump(mode="json"))
 
+    async def _recorded(self, message_id: str) -> Job | None:
+        """The job of an answer, once its start is recorded; None if the message is no longer ours."""
+        job = self.jobs.get(message_id)
+        if job is not None:
+            await job.recorded.wait()
+        return self._release(message_id)
+
     async def _on_done(self, frame: DoneEvent) -> None:
-        job = self._release(frame.id)
+        job = await self._recorded(frame.id)
         if job is None:
             return
         text = apply_stop(frame.text, job.stop)
@@ -307,7 +351,7 @@ class WorkerSession:
             await self.rt.events.publish(frame.id, final_event(message))
 
     async def _on_error(self, frame: ErrorEvent) -> None:
-        job = self._release(frame.id)
+        job = await self._recorded(frame.id)
         if job is None:
             return
         _, partial = streamed_text(await self.rt.events.all(frame.id))

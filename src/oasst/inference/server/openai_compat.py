@@ -23,7 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, insert, update
 from sqlalchemy.orm import Session
 
-from oasst.inference.protocol import FinishReason, MessageState, Role, SamplingParameters
+from oasst.inference.protocol import (
+    ChatTurn,
+    FinishReason,
+    MessageState,
+    Role,
+    SamplingParameters,
+    WorkRequest,
+)
 from oasst.inference.server.errors import ErrorCode, InferenceError
 from oasst.inference.server.events import ANSWERED, FINAL_EVENTS, Event
 from oasst.inference.server.ids import new_id
@@ -110,15 +117,30 @@ def sampling_for(rt: Runtime, req: ChatCompletionRequest) -> SamplingParameters:
     return SamplingParameters.model_validate({**base.model_dump(), **changes})
 
 
-def create_api_chat(
-    session: Session, *, key_id: str, req: ChatCompletionRequest, sampling: SamplingParameters
-) -> list[str]:
-    """Store the request as a hidden chat: its turns as a straight path, then ``n`` pending replies.
-    Core statements (this runs once per /v1 request, so it skips the ORM's unit of work)."""
+def conversation_of(req: ChatCompletionRequest) -> list[ChatTurn]:
+    """The request's turns as the worker gets them: system and developer messages joined into one
+    system turn first, then the user and assistant turns, the last a user's."""
     system = "\n\n".join(m.text() for m in req.messages if m.role in {"system", "developer"})
-    turns = [m for m in req.messages if m.role in {"user", "assistant"}]
-    if not turns or turns[-1].role != "user":
+    turns = [
+        ChatTurn(role=Role(m.role), content=m.text()) for m in req.messages if m.role in {"user", "assistant"}
+    ]
+    if not turns or turns[-1].role != Role.user:
         raise InferenceError("The last message must be a user message.", ErrorCode.INVALID_PARENT)
+    return [ChatTurn(role=Role.system, content=system), *turns] if system else turns
+
+
+def create_api_chat(
+    session: Session,
+    *,
+    key_id: str,
+    model: str,
+    n: int,
+    messages: list[ChatTurn],
+    sampling: SamplingParameters,
+) -> list[str]:
+    """Store a request as a hidden chat: its turns as a straight path, then ``n`` pending replies.
+    Core statements (this runs once per /v1 request, so it skips the ORM's unit of work)."""
+    system = messages[0].content if messages[0].role == Role.system else None
     now = utcnow()
     chat_id = new_id()
     session.execute(
@@ -128,7 +150,7 @@ def create_api_chat(
             api_key_id=key_id,
             hidden=True,
             allow_data_use=False,
-            system_prompt=system or None,
+            system_prompt=system,
             deleted=False,
             created_at=now,
             modified_at=now,
@@ -137,18 +159,18 @@ def create_api_chat(
     common = {"chat_id": chat_id, "score": 0, "prompt_tokens": 0, "completion_tokens": 0, "created_at": now}
     path: list[dict[str, Any]] = []
     parent: str | None = None
-    for turn in turns:
-        state = MessageState.manual if turn.role == "user" else MessageState.complete
+    for turn in messages[1:] if system is not None else messages:
+        state = MessageState.manual if turn.role == Role.user else MessageState.complete
         path.append(
-            {**common, "id": new_id(), "parent_id": parent, "role": Role(turn.role).value}
-            | {"content": turn.text(), "state": state.value}
+            {**common, "id": new_id(), "parent_id": parent, "role": turn.role.value}
+            | {"content": turn.content, "state": state.value}
         )
         parent = path[-1]["id"]
     session.execute(insert(Message), path)
-    ids = [new_id() for _ in range(req.n)]
+    ids = [new_id() for _ in range(n)]
     reply: dict[str, Any] = {**common, "parent_id": parent, "role": Role.assistant.value, "content": ""}
-    reply |= {"state": MessageState.pending.value, "model": req.model, "queued_at": now}
-    reply |= {"sampling": sampling.model_dump(mode="json"), "draft_group": ids[0] if req.n > 1 else None}
+    reply |= {"state": MessageState.pending.value, "model": model, "queued_at": now}
+    reply |= {"sampling": sampling.model_dump(mode="json"), "draft_group": ids[0] if n > 1 else None}
     session.execute(insert(Message), [{**reply, "id": i} for i in ids])
     return ids
 
@@ -167,8 +189,18 @@ def _drop_chat_of(session: Session, message_id: str) -> None:
 async def submit(rt: Runtime, key_id: str, req: ChatCompletionRequest) -> list[str]:
     await rt.check_model(req.model)
     sampling = sampling_for(rt, req)
-    ids = await rt.db.awrite(lambda s: create_api_chat(s, key_id=key_id, req=req, sampling=sampling))
+    messages = conversation_of(req)
+
+    def create(session: Session) -> list[str]:
+        return create_api_chat(
+            session, key_id=key_id, model=req.model, n=req.n, messages=messages, sampling=sampling
+        )
+
+    ids = await rt.db.awrite(create)
+    prepared = [WorkRequest(id=i, model=req.model, messages=messages, sampling=sampling) for i in ids]
+    await rt.prepared.put(prepared, ttl_s=rt.settings.queue_wait_timeout_s + 60)
     if not await rt.queue.push(req.model, ids, max_size=rt.settings.queue_max_size):
+        await rt.prepared.drop(ids)
         await rt.db.awrite(lambda s: _drop_chat_of(s, ids[0]))
         raise rt.queue_full(req.model)
     return ids

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from oasst.inference.protocol import WorkRequest
+
 _PUSH_CAPPED = """
 if redis.call('LLEN', KEYS[1]) + (#ARGV - 1) > tonumber(ARGV[1]) then return 0 end
 for i = 2, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
@@ -134,3 +136,60 @@ class RedisQueue:
             pipe.llen(self._key(model))
             index, size = await pipe.execute()
         return (int(index) + 1 if index is not None else None), int(size)
+
+
+class PreparedRequests(Protocol):
+    """Work requests built when their messages were queued (``/v1``: all the request needs is in its
+    body), so the session that pops one can send it to its worker at once and record the start beside
+    it, instead of reading the conversation back first. Only a shortcut: a missing entry (another
+    process's memory, an expired key) means the request is built from the database as before."""
+
+    async def put(self, requests: list[WorkRequest], ttl_s: float) -> None: ...
+    async def take(self, message_id: str) -> WorkRequest | None: ...
+    async def drop(self, message_ids: list[str]) -> None: ...
+
+
+class MemoryPrepared:
+    """One process: a bounded dict (the oldest entries give way; a lost entry only costs a read)."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._requests: dict[str, WorkRequest] = {}
+        self._max = max_entries
+
+    async def put(self, requests: list[WorkRequest], ttl_s: float) -> None:
+        for request in requests:
+            self._requests[request.id] = request
+        while len(self._requests) > self._max:
+            del self._requests[next(iter(self._requests))]
+
+    async def take(self, message_id: str) -> WorkRequest | None:
+        return self._requests.pop(message_id, None)
+
+    async def drop(self, message_ids: list[str]) -> None:
+        for message_id in message_ids:
+            self._requests.pop(message_id, None)
+
+
+class RedisPrepared:
+    """``{prefix}wr:{message id}`` keys holding the request's JSON, expiring with the queue wait."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._r: Any = client
+        self._prefix = prefix
+
+    def _key(self, message_id: str) -> str:
+        return f"{self._prefix}wr:{message_id}"
+
+    async def put(self, requests: list[WorkRequest], ttl_s: float) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for request in requests:
+                pipe.set(self._key(request.id), request.model_dump_json(), ex=max(1, int(ttl_s)))
+            await pipe.execute()
+
+    async def take(self, message_id: str) -> WorkRequest | None:
+        raw = await self._r.getdel(self._key(message_id))
+        return WorkRequest.model_validate_json(raw) if raw else None
+
+    async def drop(self, message_ids: list[str]) -> None:
+        if message_ids:
+            await self._r.delete(*(self._key(m) for m in message_ids))

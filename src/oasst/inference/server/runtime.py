@@ -43,7 +43,14 @@ from oasst.inference.server.events import (
     streamed_text,
 )
 from oasst.inference.server.models import ApiKey, Message
-from oasst.inference.server.queue import MemoryQueue, RedisQueue, WorkQueue
+from oasst.inference.server.queue import (
+    MemoryPrepared,
+    MemoryQueue,
+    PreparedRequests,
+    RedisPrepared,
+    RedisQueue,
+    WorkQueue,
+)
 from oasst.inference.server.registry import MemoryRegistry, RedisRegistry, Registry
 from oasst.inference.server.services import chats as chat_service
 from oasst.inference.server.services import work
@@ -75,6 +82,7 @@ class Runtime:
         self.db = database
         self.redis: aioredis.Redis | None = None
         self.queue: WorkQueue = MemoryQueue()
+        self.prepared: PreparedRequests = MemoryPrepared()
         self.events: EventLog = MemoryEventLog(settings.event_ttl_s)
         self.registry: Registry = MemoryRegistry()
         self.control: MemoryControl = MemoryControl()
@@ -114,12 +122,14 @@ class Runtime:
             self.redis = aioredis.Redis.from_url(s.redis_url, decode_responses=True, health_check_interval=30)
             await self.redis.ping()
             self.queue = RedisQueue(self.redis, s.redis_key_prefix)
+            self.prepared = RedisPrepared(self.redis, s.redis_key_prefix)
             self.events = RedisEventLog(self.redis, s.redis_key_prefix, s.event_ttl_s)
             self.registry = RedisRegistry(self.redis, s.redis_key_prefix)
             self.control = RedisControl(self.redis, s.redis_key_prefix)
             self.reply_limiter = RedisRateLimiter(s.redis_url, prefix=f"{s.redis_key_prefix}rl:")
         else:
             self.queue = MemoryQueue()
+            self.prepared = MemoryPrepared()
             self.events = MemoryEventLog(s.event_ttl_s)
             self.registry = MemoryRegistry()
             self.control = MemoryControl()
@@ -200,6 +210,7 @@ class Runtime:
         if message is None:
             return None
         await self.queue.remove(model, message_id)
+        await self.prepared.drop([message_id])
         await self.events.publish(message_id, final_event(message))
         await self.control.cancel(message_id)
         return message

@@ -69,17 +69,10 @@ def start_work(
     session: Session, message_id: str, *, session_id: str, worker_key_id: str, deadline_s: float
 ) -> WorkRequest | None:
     """Mark a pending message in progress on this worker session; None if it is no longer pending."""
-    message = _update(
-        session,
-        message_id,
-        [Message.state == MessageState.pending.value],
-        state=MessageState.in_progress.value,
-        worker_session=session_id,
-        worker_key_id=worker_key_id,
-        started_at=utcnow(),
-    )
-    if message is None:
+    if not mark_started(session, message_id, session_id=session_id, worker_key_id=worker_key_id):
         return None
+    message = session.get(Message, message_id, populate_existing=True)
+    assert message is not None
     return WorkRequest(
         id=message.id,
         model=message.model or "",
@@ -87,6 +80,23 @@ def start_work(
         sampling=SamplingParameters.model_validate(message.sampling or {}),
         deadline_s=deadline_s,
     )
+
+
+def mark_started(session: Session, message_id: str, *, session_id: str, worker_key_id: str) -> bool:
+    """``pending → in_progress`` on this worker session; False if the message is no longer pending."""
+    result = session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.state == MessageState.pending.value)
+        .values(
+            state=MessageState.in_progress.value,
+            worker_session=session_id,
+            worker_key_id=worker_key_id,
+            started_at=utcnow(),
+        ),
+        execution_options={"synchronize_session": False},
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
 
 
 def complete_work(
