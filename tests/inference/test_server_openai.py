@@ -265,3 +265,35 @@ def test_a_request_that_ends_before_its_start_is_recorded_is_cancelled_on_the_wo
         time.sleep(0.3)
         assert worker.cancels == [message_id] and _state(inf_db, message_id) == "cancelled"
         assert r.status_code == 200
+
+
+def test_a_start_that_cannot_be_recorded_ends_the_session_and_another_worker_answers(
+    url: str, keys: Keys, inf_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = work.mark_started
+    failures: list[str] = []
+
+    def flaky(session: Session, message_id: str, **kwargs: Any) -> bool:
+        if not failures:
+            failures.append(message_id)
+            raise RuntimeError("the database went away for a moment")
+        return record(session, message_id, **kwargs)
+
+    monkeypatch.setattr(work, "mark_started", flaky)
+    client = _client(url, keys.api)
+    with workers(ScriptedWorker(url, keys.worker), ScriptedWorker(url, keys.worker)) as pair:
+        chunks = list(
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}], stream=True
+            )
+        )
+        # the abandoned attempt's tokens never reach the stream: the text is there once
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello, world!"
+        message_id = chunks[0].id.removeprefix("chatcmpl-")
+        assert failures == [message_id]
+        # the first attempt's session was closed (as a failed start always did); the other worker answered
+        first = next(w for w in pair if w.ended)
+        second = next(w for w in pair if w is not first)
+        assert first.close_code == 1011 and [r.id for r in first.requests] == [message_id]
+        wait_for(lambda: second.finished == [message_id], what="the other worker's answer")
+        wait_for(lambda: _state(inf_db, message_id) == "complete", what="the answer to be stored")

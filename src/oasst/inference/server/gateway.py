@@ -23,8 +23,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from fastapi import WebSocket
 from pydantic import TypeAdapter, ValidationError
@@ -62,6 +64,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_PROTOCOL = 4426
 CLOSE_BAD_HELLO = 4400
 CLOSE_HEARTBEAT = 4408
+CLOSE_SERVER_ERROR = 1011
 
 
 def storable(text: str) -> str:
@@ -169,6 +172,8 @@ class WorkerSession:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._tasks:  # starts still being recorded: let them land, so recovery sees them
+                await asyncio.wait(list(self._tasks), timeout=5)
             for message_id in self.jobs:
                 rt.control.unregister(message_id)
             self.jobs.clear()
@@ -203,11 +208,13 @@ class WorkerSession:
             if message_id is None:
                 continue
             prepared = await rt.prepared.take(message_id)
+            if prepared is not None:
+                # sent now, recorded in the background: the next id can be popped at once
+                request = prepared.model_copy(update={"deadline_s": s.generation_timeout_s})
+                self._spawn(self._start_prepared(request, self._take_on(request)))
+                continue
             try:
-                if prepared is None:
-                    await self._start(message_id)
-                else:
-                    await self._start_prepared(prepared)
+                await self._start(message_id)
             except Exception:
                 # not started: back to the front (in Redis, release() at the session's end does it too)
                 await asyncio.shield(rt.queue.push_front(self.hello.model, message_id))
@@ -233,24 +240,34 @@ class WorkerSession:
         job.recorded.set()
         await self._send(request)
 
-    async def _start_prepared(self, prepared: WorkRequest) -> None:
-        """Send the request built at submit at once and record the start meanwhile (the worker's
-        prefill hides that write). Its answer is not stored before the start is; if the message
-        ended while queued, the worker is told to cancel."""
-        request = prepared.model_copy(update={"deadline_s": self.rt.settings.generation_timeout_s})
-        job = self._take_on(request)
-        started = False
+    async def _start_prepared(self, request: WorkRequest, job: Job) -> None:
+        """Send a request built at submit at once and record the start meanwhile (the worker's prefill
+        hides that write). Its answer is not stored, nor its text shown, before the start is recorded.
+        If the message ended while queued, the worker is told to cancel. If the start cannot be
+        recorded, the session ends, as it does when a start read from the database fails: its worker
+        reconnects, and the message goes back to the front of the queue for whichever session is next
+        (not to this connection, where the attempt just abandoned could still be winding down)."""
+        rt = self.rt
+        started = failed = False
         try:
             await self._send(request)
-            started = await self.rt.db.awrite(
+            started = await rt.db.awrite(
                 partial(
                     work.mark_started, message_id=request.id, session_id=self.id, worker_key_id=self.key_id
                 )
             )
+        except Exception:
+            log.exception("worker session %s: could not start %s; ending the session", self.id, request.id)
+            failed = True
         finally:
             released = None if started else self._release(request.id)
             job.recorded.set()
-        if released is not None:  # it ended while queued (and no cancel has reached the worker yet)
+        if failed:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=CLOSE_SERVER_ERROR)
+            await asyncio.shield(rt.queue.push_front(self.hello.model, request.id))
+        await asyncio.shield(rt.queue.ack(self.id, request.id))
+        if released is not None and not failed:  # it ended while queued; no cancel has reached the worker
             await self._send_quietly(CancelWork(id=request.id))
 
     def _take_on(self, request: WorkRequest) -> Job:
@@ -264,7 +281,10 @@ class WorkerSession:
         """The message ended elsewhere (stop, timeout): tell the worker and free the slot."""
         if self._release(message_id) is None:
             return
-        task = asyncio.get_running_loop().create_task(self._send_quietly(CancelWork(id=message_id)))
+        self._spawn(self._send_quietly(CancelWork(id=message_id)))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -302,6 +322,10 @@ class WorkerSession:
         job = self.jobs.get(frame.id)
         if job is None:
             return
+        if not job.recorded.is_set():  # rare: the prefill took less time than recording the start
+            await job.recorded.wait()
+            if self.jobs.get(frame.id) is not job:  # not started here: its text must not be shown
+                return
         job.tokens += 1
         await self.rt.events.publish(frame.id, TokenStreamEvent(text=frame.text).model_dump(mode="json"))
 
