@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -286,48 +286,17 @@ def build(url: str, messages: int, seed: int) -> tuple[int, int]:
     return trees, count
 
 
-def child_export(url: str, out: str, labels_and_events: bool, gzip_level: int) -> None:
-    """Run one export in this (child) process and print its figures as JSON."""
+def _measured(url: str, run: Callable[[Any, Any], Any], path: str) -> None:
+    """Run ``run(database, settings)`` (an export or an import, in this child process) and print its
+    summary with the process's CPU time and peak RSS, its connections' CPU and the file's size, as JSON."""
     from oasst.backend.db import Database, make_engine
-    from oasst.backend.services.export import ExportOptions, export_to
-    from oasst.backend.settings import Settings
-
-    database = Database(make_engine(Settings(database_url=url)))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-    options = ExportOptions(labels=labels_and_events, events=labels_and_events, gzip_level=gzip_level)
-    summary = export_to(database, out, options)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    peak, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu_before
-    db_cpu = database_cpu(database.engine)
-    database.dispose()
-    print(
-        json.dumps(
-            {
-                "trees": summary.trees,
-                "messages": summary.messages,
-                "seconds": summary.seconds,
-                "cpu_seconds": cpu,
-                "db_cpu_seconds": db_cpu,
-                "peak_rss_mib": peak / 1024,
-                "rss_before_mib": before / 1024,
-                "bytes": os.path.getsize(out),
-            }
-        )
-    )
-
-
-def child_import(url: str, path: str) -> None:
-    """Run one import of ``path`` into the (empty, migrated) database in this child process; print figures."""
-    from oasst.backend.db import Database, make_engine
-    from oasst.backend.services.importer import import_files
     from oasst.backend.settings import Settings
 
     settings = Settings(database_url=url)
     database = Database(make_engine(settings))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
-    summary = import_files(database, [path], cfg=settings.tree_manager)
+    summary = run(database, settings)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     peak, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu_before
     db_cpu = database_cpu(database.engine)
@@ -338,21 +307,43 @@ def child_import(url: str, path: str) -> None:
     print(json.dumps(figures))
 
 
+def child_export(url: str, out: str, labels_and_events: bool, gzip_level: int) -> None:
+    """Run one export in this (child) process and print its figures as JSON."""
+    from oasst.backend.services.export import ExportOptions, export_to
+
+    options = ExportOptions(labels=labels_and_events, events=labels_and_events, gzip_level=gzip_level)
+    _measured(url, lambda database, _settings: export_to(database, out, options), out)
+
+
+def child_import(url: str, path: str) -> None:
+    """Run one import of ``path`` into the (empty, migrated) database in this child process; print figures."""
+    from oasst.backend.services.importer import import_files
+
+    _measured(url, lambda database, settings: import_files(database, [path], cfg=settings.tree_manager), path)
+
+
+def _child(*args: str) -> dict[str, Any]:
+    """Run this script as a child with ``args``; its figures (the last line it prints)."""
+    result = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _export_args(url: str, out: str, labels_and_events: bool, gzip_level: int) -> list[str]:
+    args = ["--child-export", out, "--database-url", url, "--gzip-level", str(gzip_level)]
+    return args + (["--labels-and-events"] if labels_and_events else [])
+
+
 def run_import(server_url: str, labels_and_events: bool, gzip_level: int, source_url: str) -> dict[str, Any]:
     """Export the built data to a .jsonl.gz, then import that file into a fresh database on the server."""
     from oasst.backend.migrate import upgrade
 
     with tempfile.TemporaryDirectory() as tmp, temp_database(server_url) as url:
         out = os.path.join(tmp, "export.jsonl.gz")
-        args = [sys.executable, __file__, "--child-export", out, "--database-url", source_url]
-        args += ["--gzip-level", str(gzip_level)] + (["--labels-and-events"] if labels_and_events else [])
-        subprocess.run(args, check=True, capture_output=True, text=True)
+        _child(*_export_args(source_url, out, labels_and_events, gzip_level))
         engine = create_engine(url)
         upgrade(engine)
         engine.dispose()
-        args = [sys.executable, __file__, "--child-import", out, "--database-url", url]
-        result = subprocess.run(args, check=True, capture_output=True, text=True)
-        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+        return _child("--child-import", out, "--database-url", url)
 
 
 def database_cpu(engine: Engine) -> float | None:
@@ -379,13 +370,11 @@ def run_export(
     runs = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            out = os.path.join(tmp, f"export{suffix}")
-            args = [sys.executable, __file__, "--child-export", out, "--database-url", url]
-            args += ["--gzip-level", str(gzip_level)]
-            if labels_and_events:
-                args.append("--labels-and-events")
-            result = subprocess.run(args, check=True, capture_output=True, text=True)
-            runs.append(dict(json.loads(result.stdout.strip().splitlines()[-1])))
+            runs.append(
+                _child(
+                    *_export_args(url, os.path.join(tmp, f"export{suffix}"), labels_and_events, gzip_level)
+                )
+            )
     return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
 
 

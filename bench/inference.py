@@ -291,8 +291,9 @@ async def one_at_a_time(engines: dict[str, Engine], reqs: list[WorkRequest]) -> 
                     tokens[name] += event.usage.completion_tokens
                 elif first is None and event:
                     first = time.perf_counter() - started
-            seconds[name] += time.perf_counter() - started
-            ttft[name].append(first if first is not None else seconds[name])
+            took = time.perf_counter() - started
+            seconds[name] += took
+            ttft[name].append(first if first is not None else took)
     return {name: Result(name, 1, tokens[name], seconds[name], ttft[name]) for name in engines}
 
 
