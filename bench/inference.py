@@ -17,6 +17,12 @@ is taken within one round, so a machine whose speed drifts (a VM) does not tilt 
 reported, with every round's figure beside it. Sampling is seeded per request, so both paths
 generate exactly the same tokens. The server runs as its own process (`oasst inference serve`, SQLite,
 in-process queue) and each worker as `oasst worker run`.
+
+On Linux with at least two CPUs the processes are pinned as they would be deployed, the engine apart from
+the server: the server and the bench's client on CPU 0, the engine (the direct engine's threads, or a
+worker process) on CPU 1, and further workers on CPUs of their own where the machine has them; a stack
+with more workers than free CPUs runs unpinned, and so does its engine-bound partner. `--no-pin` leaves
+every process to the operating system's scheduler.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,6 +78,51 @@ class Result:
             f"{self.label:<22} {self.concurrency:>4} {self.tokens:>7} {self.seconds:>7.2f} "
             f"{self.tokens_per_s:>9.1f} {p50:>9.1f} {p90:>9.1f}"
         )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which CPUs the processes run on: ``infra`` (the server and the bench's client) and one CPU per
+    engine; empty sets leave a process to the scheduler."""
+
+    infra: frozenset[int] = frozenset()
+    engines: tuple[int, ...] = ()
+    everywhere: frozenset[int] = frozenset()  # every CPU this bench may use (for unpinned processes)
+
+    @classmethod
+    def for_engines(cls, n: int, pin: bool) -> Layout:
+        """CPU 0 for the infrastructure and a CPU for each of ``n`` engines, or no pinning at all where the
+        machine has too few CPUs (or ``pin`` is off)."""
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if not pin or len(cpus) < n + 1:
+            return cls(everywhere=frozenset(cpus))
+        return cls(frozenset(cpus[:1]), tuple(cpus[1 : n + 1]), frozenset(cpus))
+
+    def engine(self, i: int) -> frozenset[int]:
+        return frozenset(self.engines[i : i + 1])
+
+    def describe(self) -> str:
+        if not self.infra:
+            return "unpinned"
+        return (
+            f"server and client on CPU {min(self.infra)}, engines on CPU {', '.join(map(str, self.engines))}"
+        )
+
+    def pin_to(self, cpus: frozenset[int]) -> Callable[[], None] | None:
+        """A ``preexec_fn`` that pins a child process (and every thread it starts) to ``cpus``, or lets it
+        run anywhere (not on the pinned client's CPU it would inherit) where ``cpus`` is empty."""
+        cpus = cpus or self.everywhere
+        return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+    def pin_direct_engine(self) -> None:
+        """The bench's own threads: the direct engine's on the first engine CPU, the rest (the client's
+        event loop) on the infrastructure CPU."""
+        if not self.infra:
+            return
+        for thread in threading.enumerate():
+            if thread.native_id is not None:
+                engine_thread = thread.name.startswith("generate")
+                os.sched_setaffinity(thread.native_id, self.engine(0) if engine_thread else self.infra)
 
 
 def requests(n: int, max_new_tokens: int, fixed: bool = False) -> list[WorkRequest]:
@@ -162,8 +214,11 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def stack(model: Path, workdir: Path, workers: int, max_parallel: int) -> Iterator[tuple[str, str]]:
-    """The inference server and ``workers`` worker processes; yields (base URL, API key)."""
+def stack(
+    model: Path, workdir: Path, workers: int, max_parallel: int, layout: Layout
+) -> Iterator[tuple[str, str]]:
+    """The inference server and ``workers`` worker processes (pinned by ``layout``); yields (base URL,
+    API key)."""
     import httpx
 
     from oasst.inference.server.db import Database, make_engine
@@ -191,10 +246,13 @@ def stack(model: Path, workdir: Path, workers: int, max_parallel: int) -> Iterat
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cli = [sys.executable, "-m", "oasst.cli.main"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     procs = [
         subprocess.Popen(
-            [*cli, "inference", "serve", "--port", str(port), "--log-level", "warning"], env=env, **quiet
+            [*cli, "inference", "serve", "--port", str(port), "--log-level", "warning"],
+            env=env,
+            preexec_fn=layout.pin_to(layout.infra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     ]
     try:
@@ -215,7 +273,9 @@ def stack(model: Path, workdir: Path, workers: int, max_parallel: int) -> Iterat
                         ),
                     ],
                     env=env,
-                    **quiet,
+                    preexec_fn=layout.pin_to(layout.engine(i)),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
                 )
             )
         deadline = time.monotonic() + 120
@@ -317,6 +377,12 @@ def main() -> None:
         "instead of ending where the model ends it.",
     )
     parser.add_argument("--skip-stack", action="store_true", help="Only the direct engine.")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="Leave every process to the scheduler (default: the server and client on CPU 0, each engine "
+        "on a CPU of its own where there are enough).",
+    )
     args = parser.parse_args()
 
     from oasst.inference.worker.engine_transformers import TransformersEngine
@@ -330,11 +396,18 @@ def main() -> None:
             f"of {'exactly' if args.fixed_length else 'up to'} {args.tokens} tokens, seeded sampling, "
             f"max_parallel {args.max_parallel}, {args.rounds} rounds"
         )
+        pin = not args.no_pin
+        one, two = Layout.for_engines(1, pin), Layout.for_engines(2, pin)
+        if one.infra:  # the client's event loop; the direct engine's threads move once they exist
+            os.sched_setaffinity(0, one.infra)
         reqs = requests(args.requests, args.tokens, args.fixed_length)
         with_stack = not args.skip_stack and _server_available()
         # every stack is up for the whole run (idle ones cost nothing), so each round measures every path
         # within a minute or two of the others and a machine whose speed drifts (a VM) cannot tilt a ratio
         paths: dict[str, tuple[str, str, int]] = {}  # name -> (url, key, slots)
+        # the engine-bound pair is compared with each other, so both run pinned only if both can
+        layouts = {"direct": one, "stack, 1 worker": one, "stack, 2 workers": two}
+        layouts |= {"1 slot, 1 worker": one if two.infra else two, "1 slot, 2 workers": two}
         if with_stack:
             for name, workers, slots in (
                 ("stack, 1 worker", 1, args.max_parallel),
@@ -344,12 +417,14 @@ def main() -> None:
             ):
                 sub = workdir / name.replace(" ", "").replace(",", "-")
                 sub.mkdir()
-                url, key = stacks.enter_context(stack(model, sub, workers, slots))
+                url, key = stacks.enter_context(stack(model, sub, workers, slots, layouts[name]))
                 paths[name] = (url, key, workers * slots)
+        print("layout: " + "; ".join(f"{name}: {layouts[name].describe()}" for name in ["direct", *paths]))
         runs: dict[tuple[str, int], list[Result]] = {}
 
         async def run_rounds() -> None:
             await drive(engine, warm_up_requests(args.max_parallel), args.max_parallel, "warm-up")
+            one.pin_direct_engine()  # its threads exist now
             for round_ in range(args.rounds):
                 # concurrency 1: request by request across the direct engine and the stacks
                 clients: dict[str, Engine] = {"direct": engine}

@@ -30,7 +30,7 @@ from oasst.inference.protocol import (  # noqa: E402
     Usage,
     WorkRequest,
 )
-from oasst.inference.worker.decoding import Relay  # noqa: E402
+from oasst.inference.worker.decoding import RelayHub  # noqa: E402
 from oasst.inference.worker.engine_transformers import TransformersEngine  # noqa: E402
 from oasst.inference.worker.engines import EngineError, Finished, StopBuffer, collect  # noqa: E402
 
@@ -340,7 +340,8 @@ def test_stop_buffer_without_stops_passes_through() -> None:
 
 def test_relay_groups_fast_text_and_passes_the_end_at_once() -> None:
     async def main() -> None:
-        relay = Relay(asyncio.get_running_loop(), interval_s=60)
+        hub = RelayHub(asyncio.get_running_loop(), interval_s=60)
+        relay = hub.relay()
         await asyncio.to_thread(relay.emit, "The")  # the first piece goes at once
         assert await relay.get() == "The"
 
@@ -353,9 +354,33 @@ def test_relay_groups_fast_text_and_passes_the_end_at_once() -> None:
         assert await relay.get() == " small cat"
         assert isinstance(await relay.get(), Finished)
 
-        slow = Relay(asyncio.get_running_loop(), interval_s=0)  # a model slower than the interval
+        slow = RelayHub(asyncio.get_running_loop(), interval_s=0).relay()  # a model slower than the interval
         for piece in ("a", "b"):
             await asyncio.to_thread(slow.emit, piece)
             assert await slow.get() == piece
+
+    asyncio.run(main())
+
+
+def test_relay_hub_hands_every_generations_text_over_in_one_wake_up() -> None:
+    async def main() -> None:
+        hub = RelayHub(asyncio.get_running_loop(), interval_s=60)
+        first, second = hub.relay(), hub.relay()
+        for relay, piece in ((first, "A"), (second, "B")):  # each generation's first piece goes at once
+            await asyncio.to_thread(relay.emit, piece)
+            assert await relay.get() == piece
+
+        def step() -> None:  # a batch step: both generations have text, within the interval
+            first.emit("a")
+            second.emit("b")
+
+        await asyncio.to_thread(step)
+        await asyncio.sleep(0.05)
+        assert first.events.empty() and second.events.empty()  # waiting for the next wake-up
+        # the first generation ends: that wake-up carries the second one's text too
+        await asyncio.to_thread(first.emit, RuntimeError("the engine failed"))
+        assert await first.get() == "a"
+        assert isinstance(await first.get(), RuntimeError)
+        assert await asyncio.wait_for(second.get(), 1) == "b"
 
     asyncio.run(main())

@@ -35,7 +35,15 @@ from oasst.inference.worker.engines import Finished, GenerationEvent, StopBuffer
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BatchLoop", "Detokenizer", "Generation", "Relay", "batchable", "logits_processors"]
+__all__ = [
+    "BatchLoop",
+    "Detokenizer",
+    "Generation",
+    "Relay",
+    "RelayHub",
+    "batchable",
+    "logits_processors",
+]
 
 log = logging.getLogger(__name__)
 
@@ -206,51 +214,87 @@ class Generation:
         )
 
 
-class Relay:
-    """Carries one generation's events from the decoding thread to the event loop that asked for them.
+class RelayHub:
+    """Carries generations' events from the decoding thread to the event loop that asked for them.
 
-    Waking the event loop costs the decoding thread the GIL for a moment, once per wake-up. So a text piece
-    that comes within ``interval_s`` of the last hand-over waits and goes with the next one (or with the
-    end): a fast model wakes the loop at most every ``interval_s`` instead of every token, while the first
-    piece — and every piece of a model slower than that — passes at once. The end and errors always pass
-    at once, after whatever text is still waiting.
+    Waking the event loop costs the decoding thread the GIL and a system call, and every wake-up ripples
+    on (the worker's writer, the server, the client each wake in turn). So the hub wakes the loop **once
+    for every generation that has something**: text that comes within ``interval_s`` of the last wake-up
+    waits and goes with the next one, whichever generation causes it. A batch of eight sequences thus
+    wakes the loop at most every ``interval_s`` instead of eight times per step, while a generation's
+    first piece — and every piece of a model slower than that — passes at once. Ends and errors always
+    pass at once, after whatever text is still waiting.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
         self.loop = loop
         self.interval_s = interval_s
-        self.events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
-        self._waiting: list[str] = []
         self._lock = threading.Lock()
+        self._pending: dict[Relay, None] = {}  # relays with something waiting, in arrival order
+        self._scheduled = False  # a wake-up is on its way
         self._last = -math.inf
+
+    def relay(self) -> Relay:
+        """A new generation's channel (created in the event loop's thread)."""
+        return Relay(self)
+
+    def _note(self, relay: Relay, *, urgent: bool) -> None:
+        """``relay`` has something waiting; wake the loop unless a wake-up is due anyway."""
+        now = time.monotonic()
+        with self._lock:
+            self._pending[relay] = None
+            if self._scheduled or (not urgent and now - self._last < self.interval_s):
+                return
+            self._scheduled, self._last = True, now
+        with contextlib.suppress(RuntimeError):  # the listener's event loop is closed
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            relays = list(self._pending)
+            self._pending.clear()
+            self._scheduled = False
+            handed = [(relay, relay._take()) for relay in relays]
+        for relay, events in handed:
+            for event in events:
+                relay.events.put_nowait(event)
+
+
+class Relay:
+    """One generation's events, from the decoding thread (:meth:`emit`) to its listener (:meth:`get`);
+    see :class:`RelayHub` for when they are handed over."""
+
+    def __init__(self, hub: RelayHub) -> None:
+        self.hub = hub
+        self.events: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
+        self._text: list[str] = []
+        self._ends: list[GenerationEvent | BaseException] = []
+        self._started = False
 
     def emit(self, event: GenerationEvent | BaseException) -> None:
         """Called from the decoding thread; never fails because the listener went away."""
-        if isinstance(event, str):
-            now = time.monotonic()
-            with self._lock:
-                self._waiting.append(event)
-                if now - self._last < self.interval_s:
-                    return
-                self._last = now
-            self._call(self._flush)
-            return
-        self._call(self._flush)
-        self._call(self.events.put_nowait, event)
+        with self.hub._lock:
+            if isinstance(event, str):
+                self._text.append(event)
+                urgent = not self._started
+                self._started = True
+            else:
+                self._ends.append(event)
+                urgent = True
+        self.hub._note(self, urgent=urgent)
 
     async def get(self) -> GenerationEvent | BaseException:
         return await self.events.get()
 
-    def _call(self, function: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the listener's event loop is closed
-            self.loop.call_soon_threadsafe(function, *args)
-
-    def _flush(self) -> None:
-        with self._lock:
-            text = "".join(self._waiting)
-            self._waiting.clear()
-        if text:
-            self.events.put_nowait(text)
+    def _take(self) -> list[GenerationEvent | BaseException]:
+        """What is waiting, text first (called with the hub's lock held)."""
+        taken: list[GenerationEvent | BaseException] = []
+        if self._text:
+            taken.append("".join(self._text))
+            self._text.clear()
+        taken.extend(self._ends)
+        self._ends.clear()
+        return taken
 
 
 def batchable(model: Any) -> bool:

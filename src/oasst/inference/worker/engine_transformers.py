@@ -17,13 +17,14 @@ import inspect
 import logging
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from oasst.inference.protocol import ChatTurn, WorkRequest
-from oasst.inference.worker.decoding import BatchLoop, Generation, Relay, batchable
+from oasst.inference.worker.decoding import BatchLoop, Generation, RelayHub, batchable
 from oasst.inference.worker.engines import EngineError, Finished, GenerationEvent
 from oasst.inference.worker.truncation import ContextTooLong, fit_to_context
 
@@ -32,7 +33,7 @@ __all__ = ["TransformersEngine"]
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 2048
-# text that comes faster than this is handed to the event loop in groups (see decoding.Relay)
+# text that comes faster than this is handed to the event loop in groups (see decoding.RelayHub)
 STREAM_INTERVAL_S = 0.02
 
 
@@ -74,6 +75,10 @@ class TransformersEngine:
         self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to call from two threads
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="generate")
         self._batch: BatchLoop | None = None
+        # one hub per event loop that asks for generations: all of them share its wake-ups
+        self._hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RelayHub] = (
+            weakref.WeakKeyDictionary()
+        )
         if max_parallel > 1 and batchable(model):
             self._batch = BatchLoop(
                 model, cache_arg=self._cache_arg, forward_kwargs=self._forward_kwargs, max_batch=max_parallel
@@ -172,7 +177,11 @@ class TransformersEngine:
         self, request: WorkRequest, cancel: threading.Event | None = None
     ) -> AsyncIterator[GenerationEvent]:
         cancel = cancel or threading.Event()
-        relay = Relay(asyncio.get_running_loop(), self.stream_interval_s)
+        loop = asyncio.get_running_loop()
+        hub = self._hubs.get(loop)
+        if hub is None:
+            hub = self._hubs[loop] = RelayHub(loop, self.stream_interval_s)
+        relay = hub.relay()
 
         def work() -> None:
             try:

@@ -182,6 +182,9 @@ class WorkerRunner:
             open_timeout=self.settings.open_timeout_s,
             max_size=2**24,
             ping_interval=None,  # the protocol's own Ping/Pong is the heartbeat
+            # messages are small (a few tokens each, many per second): deflating them costs both ends more
+            # CPU, on the worker's decoding core too, than the bytes it saves
+            compression=None,
         ) as ws:
             await self._serve(ws, stop)
 
