@@ -13,7 +13,7 @@ from oasst.inference.protocol import ChatRead, CreateChat, MessageRead, MessageS
 from oasst.inference.server.db import Database
 from oasst.inference.server.services import chats as chat_service
 from oasst.inference.server.services.export import OptedInChat, ReportRecord, iter_opted_in_chats
-from oasst.training.datasets import TreeFilter, sft_records
+from oasst.training.datasets import TreeFilter, sft_records, split_of, split_records
 from oasst.training.datasets_io import read_records, write_records
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -265,6 +265,36 @@ def test_an_edited_first_message_starts_a_tree_of_its_own() -> None:
     assert pairs[("four", "4")].prompt == [{"role": "user", "content": "What is two plus two, in words?"}]
 
 
+def test_every_tree_and_pair_of_a_chat_stays_on_one_side_of_a_split() -> None:
+    """An edited first message starts a tree of its own that asks nearly the same: if the two trees fell
+    on different sides of a train/validation split, validation would measure memorising."""
+    chats = []
+    for n in range(40):
+        chat = ChatBuilder()
+        first = chat.user(f"Question {n}?")
+        chat.bot("yes", first, score=1)
+        chat.bot("no", first, score=-1)
+        edited = chat.user(f"Question {n}, asked again?")
+        chat.drafts(edited, "maybe", "perhaps", picked=0)
+        chats.append(chat.record())
+    trees = [tree for record in chats for tree in chat_to_trees(record, LoopOptions(lang="en"))]
+    records = list(sft_records(trees, TreeFilter(states=None, include_synthetic=True)))
+    records += [dpo_record(p) for record in chats for p in chat_preferences(record)]
+    assert {t.split_group for t in trees} == {record.chat.id for record in chats}
+    assert all(r["split_group"].startswith("chat-") for r in records)
+    # by tree id alone, some chat would straddle the split; by split group none does
+    by_tree = {(r["split_group"], split_of(r["tree_id"], 0.5)) for r in records}
+    assert len(by_tree) > len(chats)
+    train, validation = split_records(records, 0.5)
+    assert train and validation
+    assert not {r["split_group"] for r in train} & {r["split_group"] for r in validation}
+    # anonymised: still one group per chat, and not the chat's id
+    options = LoopOptions(anonymizer=Anonymizer("secret"))
+    groups = {t.split_group for t in chat_to_trees(chats[0], options)}
+    groups |= {p.split_group for p in chat_preferences(chats[0], options)}
+    assert len(groups) == 1 and chats[0].chat.id not in groups
+
+
 def test_language_comes_from_the_option_a_detector_or_und() -> None:
     record = sample_chat().record()
     for options, expected in [
@@ -291,6 +321,7 @@ def test_exported_trees_read_back_and_feed_training(tmp_path: Path) -> None:
     assert write_message_trees(path, trees, exclude_none=True) == 3
     back = list(read_message_trees(path))
     assert [t.model_dump() for t in back] == [t.model_dump() for t in trees]
+    assert {t.split_group for t in back} == {t.split_group for t in trees} != {None}
     # unreviewed model output: training skips it by default and takes it when asked
     assert list(sft_records(back, TreeFilter())) == []
     records = list(sft_records(back, TreeFilter(states=None, include_synthetic=True)))

@@ -452,14 +452,14 @@ def _split_export(
     path: Path, out_dir: Path, suffix: str, val_fraction: float, seed: int, progress: Progress
 ) -> tuple[int, int]:
     from oasst.data import write_message_trees
-    from oasst.training.datasets import split_of
+    from oasst.training.datasets import split_key, split_of
 
     counts = []
     for side in ("train", "validation"):
         trees = (
             tree
             for tree in _read_trees(path, progress)
-            if split_of(tree.message_tree_id, val_fraction, seed) == side
+            if split_of(split_key(tree), val_fraction, seed) == side
         )
         counts.append(write_message_trees(out_dir / f"{side}.trees{suffix}", trees))
     return counts[0], counts[1]
@@ -468,14 +468,14 @@ def _split_export(
 def _split_records(
     path: Path, out_dir: Path, suffix: str, val_fraction: float, seed: int, progress: Progress
 ) -> tuple[int, int]:
-    from oasst.training.datasets import split_of
+    from oasst.training.datasets import split_key, split_of
     from oasst.training.datasets_io import read_records, write_records
 
     total = None if progress.disable else _count_lines(path)
     counts = []
     for side in ("train", "validation"):
         records = _tracked(read_records(path), progress, f"{side}: reading {path.name}", total)
-        kept = (r for r in records if split_of(str(r["tree_id"]), val_fraction, seed) == side)
+        kept = (r for r in records if split_of(split_key(r), val_fraction, seed) == side)
         counts.append(write_records(out_dir / f"{side}{suffix}", kept))
     return counts[0], counts[1]
 

@@ -19,6 +19,7 @@ __all__ = ["Anonymizer"]
 MESSAGE = "message"
 USER = "user"
 MESSAGE_TREE = "message_tree"
+SPLIT_GROUP = "split_group"
 
 
 class Anonymizer:
@@ -28,7 +29,8 @@ class Anonymizer:
         self.seed = seed
 
     def anonymize(self, collection: str, key: str) -> str:
-        """Return the anonymous id of `key` in `collection` (`message`, `user` or `message_tree`)."""
+        """Return the anonymous id of `key` in `collection` (`message`, `user`, `message_tree` or
+        `split_group`)."""
         return sha256(f"{collection}:{key}{self.seed}".encode()).hexdigest()
 
     def _maybe(self, collection: str, key: str | None) -> str | None:
@@ -38,6 +40,7 @@ class Anonymizer:
         """Return a copy of `tree` with every id anonymised; the input is left unchanged."""
         copy = tree.model_copy(deep=True)
         copy.message_tree_id = self.anonymize(MESSAGE_TREE, tree.message_tree_id)
+        copy.split_group = self._maybe(SPLIT_GROUP, tree.split_group)
         self._anonymize_in_place(copy.prompt)
         return copy
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_serializer, field_validator
 
 __all__ = [
     "DetoxifyRating",
@@ -201,3 +201,7 @@ class ExportMessageTree(BaseModel):
     prompt: ExportMessageNode | None = None
     # where an imported tree came from (the importer writes the file name); export leaves it null
     origin: str | None = None
+    # trees that must land on the same side of a train/validation split share this (the inference export
+    # gives every tree of one chat the chat's id: an edited first message starts a tree of its own); an
+    # oasst extension, so it is written only when set and Open Assistant's own files stay byte for byte
+    split_group: str | None = Field(default=None, exclude_if=lambda value: value is None)

@@ -14,6 +14,8 @@ first message starts another tree, as it is another prompt).
   left out together with everything below it;
 * ``tree_state`` is null (the tree went through no review; the backend importer puts such trees into
   ``growing``, training's default state filter skips them) and ``origin`` is ``"oasst-inference"``;
+* ``split_group`` is the chat's id, so a train/validation split keeps every tree of one chat (its
+  first message and the edits of it, which often ask nearly the same) on one side;
 * ``lang`` is the language given (the chat API has no language setting), or what ``detect_lang`` says
   of the first message, else ``"und"``;
 * a vote (``score`` ±1) is the emoji ``"+1"``/``"-1"`` in ``emojis`` (the backend's thumbs) and a
@@ -29,8 +31,8 @@ first message starts another tree, as it is another prompt).
 * a pair that another source contradicts (A over B and B over A) is dropped on both sides.
 
 They come out as training's records (`docs/training/data.md`): DPO pairs ``{"prompt", "chosen",
-"rejected", "tree_id", "lang", "source", "chosen_id", "rejected_id"}`` and RM groups ``{"prompt",
-"replies" (best first), "tree_id", "lang"}``. An RM group claims a full order, so the replies of one user
+"rejected", "tree_id", "split_group", "lang", "source", "chosen_id", "rejected_id"}`` and RM groups
+``{"prompt", "replies" (best first), "tree_id", "split_group", "lang"}``. An RM group claims a full order, so the replies of one user
 message form a single group only when their pairs order them completely (two drafts and a pick; +1 over
 -1); otherwise each pair is a group of two.
 """
@@ -107,6 +109,7 @@ class PreferencePair:
     """``chosen`` was preferred over ``rejected``; both answer the last user turn of ``prompt``."""
 
     tree_id: str
+    split_group: str  # the chat's id: every record of one chat stays on one side of a split
     lang: str
     parent_id: str
     prompt: list[dict[str, str]]
@@ -231,7 +234,9 @@ def _tree(
     prompt = node(root)
     if not any(n.role == "assistant" for n in _walk(prompt)):
         return None
-    tree = ExportMessageTree(message_tree_id=root.id, tree_state=None, prompt=prompt, origin=ORIGIN)
+    tree = ExportMessageTree(
+        message_tree_id=root.id, tree_state=None, prompt=prompt, origin=ORIGIN, split_group=record.chat.id
+    )
     if options.anonymizer is not None:
         tree = options.anonymizer.anonymize_tree(tree)
         _anonymize_draft_picks(tree, options.anonymizer)
@@ -306,12 +311,14 @@ def chat_preferences(record: ChatRecord, options: LoopOptions | None = None) -> 
         root = index.path(parent)[0]
         if root.parent_id is not None:  # an orphan branch (its root is gone): not part of any tree
             continue
-        tree_id = root.id
+        tree_id, split_group = root.id, record.chat.id
         if options.anonymizer is not None:
             tree_id = options.anonymizer.anonymize("message_tree", root.id)
+            split_group = options.anonymizer.anonymize("split_group", split_group)
         pairs.append(
             PreferencePair(
                 tree_id=tree_id,
+                split_group=split_group,
                 lang=_lang(record, root, options),
                 parent_id=parent.id,
                 prompt=_prompt(index, parent, record.chat, options),
@@ -336,6 +343,7 @@ def dpo_record(pair: PreferencePair, options: LoopOptions | None = None) -> dict
         "chosen": [{"role": "assistant", "content": pair.chosen.content}],
         "rejected": [{"role": "assistant", "content": pair.rejected.content}],
         "tree_id": pair.tree_id,
+        "split_group": pair.split_group,
         "lang": pair.lang,
         "source": pair.source,
         "chosen_id": _message_id(pair.chosen, options),
@@ -360,6 +368,7 @@ def rm_records(pairs: Sequence[PreferencePair]) -> list[dict[str, Any]]:
                     "prompt": first.prompt,
                     "replies": [m.content for m in chain],
                     "tree_id": first.tree_id,
+                    "split_group": first.split_group,
                     "lang": first.lang,
                 }
             )

@@ -14,7 +14,10 @@ Ranks are then read among the replies that are left: when the best reply was del
 best. In oasst exports only assistant replies are ranked; prompter replies never are.
 
 Everything streams tree by tree; `split_of` puts all records of a tree on one side of a train/validation
-split, by a keyed hash of the tree id, without holding the data.
+split, by a keyed hash of the tree id, without holding the data. Trees (and records) that carry a
+`split_group` are split by it instead, so all of them land on the same side: the inference export gives
+every tree of one chat the chat's id, since a chat whose first message was edited holds several trees
+that often ask nearly the same thing.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "rm_records",
     "sft_records",
     "sft_threads",
+    "split_key",
     "split_of",
     "split_records",
     "to_messages",
@@ -274,7 +278,10 @@ def to_messages(thread: Iterable[ExportMessageNode]) -> list[dict[str, str]]:
 
 def _meta(tree: ExportMessageTree) -> dict[str, str]:
     lang = (tree.prompt.lang if tree.prompt else None) or UNKNOWN_LANG
-    return {"tree_id": tree.message_tree_id, "lang": lang}
+    meta = {"tree_id": tree.message_tree_id, "lang": lang}
+    if tree.split_group:
+        meta["split_group"] = tree.split_group
+    return meta
 
 
 def sft_records(
@@ -350,6 +357,14 @@ def extract(
 # --- train / validation split ----------------------------------------------------------------------
 
 
+def split_key(item: Record | ExportMessageTree) -> str:
+    """What decides a record's or tree's side of a split: its `split_group` if it has one, else its
+    tree id."""
+    if isinstance(item, ExportMessageTree):
+        return item.split_group or item.message_tree_id
+    return str(item.get("split_group") or item["tree_id"])
+
+
 def split_of(tree_id: str, val_fraction: float, seed: int = 0) -> Split:
     """The side of the split a tree falls on: "validation" for about `val_fraction` of all trees.
 
@@ -365,10 +380,11 @@ def split_of(tree_id: str, val_fraction: float, seed: int = 0) -> Split:
 def split_records(
     records: Iterable[Record], val_fraction: float, seed: int = 0
 ) -> tuple[list[Record], list[Record]]:
-    """Split records into (train, validation) by their `tree_id`, so no tree is on both sides."""
+    """Split records into (train, validation) by their `tree_id` (or `split_group`), so no tree is on
+    both sides."""
     train: list[Record] = []
     validation: list[Record] = []
     for record in records:
-        side = split_of(str(record["tree_id"]), val_fraction, seed)
+        side = split_of(split_key(record), val_fraction, seed)
         (validation if side == "validation" else train).append(record)
     return train, validation

@@ -113,6 +113,6 @@ def check_record(record: Any, kind: Kind) -> None:
         _check_messages(record.get("prompt"), "prompt", last="user")
     else:
         raise OasstDataError(f"unknown record kind {kind!r}; use one of {', '.join(KINDS)}")
-    for key in ("tree_id", "lang"):
+    for key in ("tree_id", "lang", "split_group"):
         if key in record and not isinstance(record[key], str):
             raise OasstDataError(f"{key!r} must be a string")

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from oasst.data import read_message_trees
 from oasst.data.errors import describe_validation_error
-from oasst.training.datasets import Kind, Pairing, Record, TreeFilter, extract, split_of
+from oasst.training.datasets import Kind, Pairing, Record, TreeFilter, extract, split_key, split_of
 from oasst.training.datasets_io import read_records, write_records
 from oasst.training.formats import read_format
 
@@ -233,7 +233,7 @@ def build_mix(config: MixConfig, *, on_progress: ProgressFn | None = None) -> Mi
         train: list[Record] = []
         validation: list[Record] = []
         for n, record in enumerate(read_dataset(spec, config.kind), start=1):
-            side = split_of(str(record["tree_id"]), val_fraction, config.seed)
+            side = split_of(split_key(record), val_fraction, config.seed)
             (validation if side == "validation" else train).append(record)
             if on_progress is not None and n % 200 == 0:
                 on_progress(spec.label, n)
