@@ -12,16 +12,8 @@ import torch
 
 from oasst.training.bootstrap import BootstrapConfig, bootstrap, texts_from_export
 from oasst.training.common import ConfigError, build_config, read_model_card
-from oasst.training.ppo import (
-    AdaptiveKLController,
-    PPOConfig,
-    Rollout,
-    clip_scores,
-    compute_gae,
-    run,
-    shape_rewards,
-    whiten,
-)
+from oasst.training.ppo import PPOConfig, Rollout, run, shape_rewards
+from oasst.training.ppo_math import AdaptiveKLController, clip_scores, compute_gae, whiten
 from oasst.training.rewards import token_share_reward_model
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "oasst2_sample.trees.jsonl"

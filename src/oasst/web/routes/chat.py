@@ -11,7 +11,7 @@ reply's server-sent events are proxied through ``/chat/{id}/messages/{mid}/event
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -33,6 +33,7 @@ from oasst.inference.protocol import (
     UpdateChat,
 )
 from oasst.inference.tokens import mint_user_token
+from oasst.web.chat_thread import active_thread, unpicked_drafts
 from oasst.web.deps import AccountDep, CsrfDep, SettingsDep
 from oasst.web.errors import WebError, invalid, not_found
 from oasst.web.i18n import gettext as _
@@ -85,67 +86,6 @@ def chat_error(exc: OasstApiError) -> WebError:
         )
     status = exc.status if 400 <= exc.status < 600 else 502
     return WebError(status, f"inference_{int(exc.error_code)}", exc.message)
-
-
-# -- the active thread of a chat's tree ------------------------------------------------------------
-
-
-@dataclass
-class Turn:
-    """One step of the shown thread: a message, its alternatives (``‹ i/n ›``), and, for drafts not
-    picked yet, the whole draft group shown side by side."""
-
-    message: MessageRead
-    siblings: list[MessageRead]
-    drafts: list[MessageRead] = field(default_factory=list)
-
-    @property
-    def index(self) -> int:
-        return next(i for i, m in enumerate(self.siblings) if m.id == self.message.id) + 1
-
-
-def _unpicked_group(message: MessageRead, siblings: list[MessageRead]) -> list[MessageRead]:
-    if message.draft_group is None:
-        return []
-    group = [m for m in siblings if m.draft_group == message.draft_group]
-    return [] if any(m.selected for m in group) else group
-
-
-def _default_child(children: list[MessageRead]) -> MessageRead:
-    """The newest alternative; of a draft group, the draft the person picked."""
-    newest = children[-1]
-    if newest.draft_group is not None:
-        picked = [m for m in children if m.draft_group == newest.draft_group and m.selected]
-        if picked:
-            return picked[0]
-    return newest
-
-
-def active_thread(messages: list[MessageRead], at: str | None = None) -> list[Turn]:
-    """Root to ``at`` (default: the root), then down the newest branch; stops at drafts not picked yet."""
-    by_id = {m.id: m for m in messages}
-    children: dict[str | None, list[MessageRead]] = {}
-    for m in messages:
-        children.setdefault(m.parent_id, []).append(m)
-    start = by_id.get(at) if at else None
-    path: list[MessageRead] = []
-    node = start
-    while node is not None:
-        path.append(node)
-        node = by_id.get(node.parent_id) if node.parent_id else None
-    path.reverse()
-    if not path and children.get(None):
-        path = [_default_child(children[None])]
-    while path and children.get(path[-1].id):
-        path.append(_default_child(children[path[-1].id]))
-    turns: list[Turn] = []
-    for message in path:
-        siblings = children.get(message.parent_id, [message])
-        drafts = _unpicked_group(message, siblings)
-        turns.append(Turn(message, siblings, drafts))
-        if drafts:
-            break
-    return turns
 
 
 def _streaming(message: MessageRead) -> bool:
@@ -502,7 +442,7 @@ async def fragment(request: Request, chat_id: str, message_id: str, api: ChatDep
         "chat/_fragment.html",
         chat=chat,
         message=message,
-        draft=bool(_unpicked_group(message, siblings)),
+        draft=bool(unpicked_drafts(message, siblings)),
         report_types=list(ReportType),
         streaming=_streaming,
     )
