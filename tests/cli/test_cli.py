@@ -57,6 +57,17 @@ def _no_oasst_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def test_train_settings_show_every_help_text_whole() -> None:
+    """Help with brackets ("e.g. [en, de]") must not be taken for terminal markup and vanish."""
+    from oasst.training.sft import SftConfig
+
+    result = runner.invoke(app, ["train", "sft", "--settings"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "(e.g. [en, de])" in result.output
+    for name in ("model", "data", "langs", "output_dir"):
+        assert name in SftConfig.__dataclass_fields__ and f" {name} " in result.output
+
+
 def test_every_command_has_help() -> None:
     paths = all_commands()
     names = {" ".join(p) for p in paths}

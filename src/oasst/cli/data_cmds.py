@@ -260,7 +260,9 @@ def import_command(
         f"file(s) in {summary.seconds:.1f} s ({summary.messages_per_s:,.0f} messages/s)."
     )
     if summary.skipped:
-        out.print(f"Skipped {summary.skipped:,} trees that were already in the database.")
+        out.print(
+            f"Skipped {summary.skipped:,} trees already imported (earlier, or higher up in these files)."
+        )
 
 
 def _run_import(database_url: str | None, files: list[Path], options: ImportOptions) -> ImportSummary:

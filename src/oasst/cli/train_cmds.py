@@ -105,6 +105,7 @@ def _load(module: str) -> Any:
 
 
 def _print_settings(name: str, config_cls: type[Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from oasst.training.common import describe_config
@@ -114,5 +115,6 @@ def _print_settings(name: str, config_cls: type[Any]) -> None:
     table.add_column("default")
     table.add_column("what it does")
     for field_name, default, help_text in describe_config(config_cls):
-        table.add_row(field_name, default, help_text)
+        # plain text: help like "(e.g. [en, de])" would otherwise be read as Rich markup and vanish
+        table.add_row(escape(field_name), escape(default), escape(help_text))
     console().print(table)

@@ -134,10 +134,10 @@ class OpenAIUpstreamEngine:
                 tokenize=False,
                 add_generation_prompt=True,
             )
-            return len(tok.encode(text, add_special_tokens=False))
+            return len(tok.encode(text, add_special_tokens=False, verbose=False))  # measured before cutting
 
         def keep_last(text: str, n: int) -> str:
-            return str(tok.decode(tok.encode(text, add_special_tokens=False)[-n:]))
+            return str(tok.decode(tok.encode(text, add_special_tokens=False, verbose=False)[-n:]))
 
         try:
             fitted = fit_to_context(

@@ -148,8 +148,10 @@ class TransformersEngine:
         )
 
     def encode(self, text: str) -> list[int]:
+        # verbose=False: a chat longer than the model's context is measured here before it is cut, which
+        # is not the "will result in indexing errors" the tokenizer would warn about
         with self._tokenizer_lock:
-            return list(self.tokenizer.encode(text, add_special_tokens=False))
+            return list(self.tokenizer.encode(text, add_special_tokens=False, verbose=False))
 
     def prompt_ids(self, request: WorkRequest) -> tuple[list[int], int]:
         """The prompt's token ids, cut to fit the context, and the clamped ``max_new_tokens``."""
