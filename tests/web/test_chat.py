@@ -270,6 +270,21 @@ def test_stop_keeps_the_text_so_far(chat_site: ChatSite, worker: Callable[..., S
     assert 'data-testid="message-stopped"' in page.text and 'data-testid="composer"' in page.text
 
 
+def test_an_empty_reply_says_so(chat_site: ChatSite, worker: Callable[..., ScriptedWorker]) -> None:
+    """A model that ends at once leaves no blank bubble: the page says what happened and what to do."""
+    site = chat_site
+    dev_sign_in(site.client, "alice")
+    worker(tokens=())
+    chat_id, _question, reply = _start_chat(site)
+    page = site.client.get(f"/chat/{chat_id}")
+    assert page.status_code == 200
+    assert page.text.count('data-testid="message-empty"') == 1
+    assert "without writing anything" in page.text
+    assert 'data-testid="regenerate"' in page.text
+    fragment = site.client.get(f"/chat/{chat_id}/messages/{reply}/fragment")
+    assert 'data-testid="message-empty"' in fragment.text
+
+
 def test_chat_actions(chat_site: ChatSite, worker: Callable[..., ScriptedWorker]) -> None:
     site = chat_site
     dev_sign_in(site.client, "alice")
