@@ -20,7 +20,8 @@ in-process queue) and each worker as `oasst worker run`.
 
 On Linux with at least two CPUs the processes are pinned as they would be deployed, the engine apart from
 the server: the server and the bench's client on CPU 0, the engine (the direct engine's threads, or a
-worker process) on CPU 1, and further workers on CPUs of their own where the machine has them; a stack
+worker process) on CPU 1 — on as many CPUs as it has torch threads (`OMP_NUM_THREADS`) — and further
+workers on CPUs of their own where the machine has them; a stack
 with more workers than free CPUs runs unpinned, and so does its engine-bound partner. `--no-pin` leaves
 every process to the operating system's scheduler.
 """
@@ -82,31 +83,31 @@ class Result:
 
 @dataclass(frozen=True)
 class Layout:
-    """Which CPUs the processes run on: ``infra`` (the server and the bench's client) and one CPU per
-    engine; empty sets leave a process to the scheduler."""
+    """Which CPUs the processes run on: ``infra`` (the server and the bench's client) and a set of CPUs per
+    engine (as many as it has torch threads); empty sets leave a process to the scheduler."""
 
     infra: frozenset[int] = frozenset()
-    engines: tuple[int, ...] = ()
+    engines: tuple[frozenset[int], ...] = ()
     everywhere: frozenset[int] = frozenset()  # every CPU this bench may use (for unpinned processes)
 
     @classmethod
-    def for_engines(cls, n: int, pin: bool) -> Layout:
-        """CPU 0 for the infrastructure and a CPU for each of ``n`` engines, or no pinning at all where the
-        machine has too few CPUs (or ``pin`` is off)."""
+    def for_engines(cls, n: int, pin: bool, threads: int = 1) -> Layout:
+        """CPU 0 for the infrastructure and ``threads`` CPUs for each of ``n`` engines, or no pinning at all
+        where the machine has too few CPUs (or ``pin`` is off)."""
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        if not pin or len(cpus) < n + 1:
+        if not pin or len(cpus) < 1 + n * threads:
             return cls(everywhere=frozenset(cpus))
-        return cls(frozenset(cpus[:1]), tuple(cpus[1 : n + 1]), frozenset(cpus))
+        engines = tuple(frozenset(cpus[1 + i * threads : 1 + (i + 1) * threads]) for i in range(n))
+        return cls(frozenset(cpus[:1]), engines, frozenset(cpus))
 
     def engine(self, i: int) -> frozenset[int]:
-        return frozenset(self.engines[i : i + 1])
+        return self.engines[i] if i < len(self.engines) else frozenset()
 
     def describe(self) -> str:
         if not self.infra:
             return "unpinned"
-        return (
-            f"server and client on CPU {min(self.infra)}, engines on CPU {', '.join(map(str, self.engines))}"
-        )
+        engines = ", ".join("CPU " + "+".join(map(str, sorted(cpus))) for cpus in self.engines)
+        return f"server and client on CPU {min(self.infra)}, engines on {engines}"
 
     def pin_to(self, cpus: frozenset[int]) -> Callable[[], None] | None:
         """A ``preexec_fn`` that pins a child process (and every thread it starts) to ``cpus``, or lets it
@@ -115,14 +116,15 @@ class Layout:
         return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
 
     def pin_direct_engine(self) -> None:
-        """The bench's own threads: the direct engine's on the first engine CPU, the rest (the client's
-        event loop) on the infrastructure CPU."""
+        """The bench's own threads: the main thread (the client's event loop) on the infrastructure CPU,
+        every other one — the direct engine's decoding and tokenising threads and torch's own — on the
+        first engine's CPUs."""
         if not self.infra:
             return
-        for thread in threading.enumerate():
-            if thread.native_id is not None:
-                engine_thread = thread.name.startswith("generate")
-                os.sched_setaffinity(thread.native_id, self.engine(0) if engine_thread else self.infra)
+        main = threading.main_thread().native_id
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(int(tid), self.infra if int(tid) == main else self.engine(0))
 
 
 def requests(n: int, max_new_tokens: int, fixed: bool = False) -> list[WorkRequest]:
@@ -397,7 +399,8 @@ def main() -> None:
             f"max_parallel {args.max_parallel}, {args.rounds} rounds"
         )
         pin = not args.no_pin
-        one, two = Layout.for_engines(1, pin), Layout.for_engines(2, pin)
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 1)  # torch threads per engine
+        one, two = Layout.for_engines(1, pin, threads), Layout.for_engines(2, pin, threads)
         if one.infra:  # the client's event loop; the direct engine's threads move once they exist
             os.sched_setaffinity(0, one.infra)
         reqs = requests(args.requests, args.tokens, args.fixed_length)
