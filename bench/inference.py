@@ -155,6 +155,21 @@ def requests(n: int, max_new_tokens: int, fixed: bool = False) -> list[WorkReque
     ]
 
 
+async def one_request(engine: Engine, req: WorkRequest) -> tuple[int, float, float]:
+    """Run one request: (completion tokens, time to its first piece, its whole time). A reply that
+    streamed nothing counts its whole time as its first-token time."""
+    started = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    async for event in engine.generate(req):
+        if isinstance(event, Finished):
+            tokens = event.usage.completion_tokens
+        elif first is None and event:
+            first = time.perf_counter() - started
+    took = time.perf_counter() - started
+    return tokens, (first if first is not None else took), took
+
+
 async def drive(engine: Engine, reqs: list[WorkRequest], concurrency: int, label: str) -> Result:
     """Run ``reqs`` through ``engine`` with ``concurrency`` in flight; time to first piece per request."""
     queue = list(reqs)
@@ -164,15 +179,9 @@ async def drive(engine: Engine, reqs: list[WorkRequest], concurrency: int, label
     async def client() -> None:
         nonlocal tokens
         while queue:
-            req = queue.pop()
-            started = time.perf_counter()
-            first: float | None = None
-            async for event in engine.generate(req):
-                if isinstance(event, Finished):
-                    tokens += event.usage.completion_tokens
-                elif first is None and event:
-                    first = time.perf_counter() - started
-            ttft.append(first if first is not None else time.perf_counter() - started)
+            count, first, _took = await one_request(engine, queue.pop())
+            tokens += count
+            ttft.append(first)
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -346,16 +355,10 @@ async def one_at_a_time(engines: dict[str, Engine], reqs: list[WorkRequest]) -> 
     ttft: dict[str, list[float]] = {name: [] for name in engines}
     for i, req in enumerate(reqs):
         for name in list(engines)[:: 1 if i % 2 == 0 else -1]:
-            started = time.perf_counter()
-            first: float | None = None
-            async for event in engines[name].generate(req):
-                if isinstance(event, Finished):
-                    tokens[name] += event.usage.completion_tokens
-                elif first is None and event:
-                    first = time.perf_counter() - started
-            took = time.perf_counter() - started
+            count, first, took = await one_request(engines[name], req)
+            tokens[name] += count
             seconds[name] += took
-            ttft[name].append(first if first is not None else took)
+            ttft[name].append(first)
     return {name: Result(name, 1, tokens[name], seconds[name], ttft[name]) for name in engines}
 
 

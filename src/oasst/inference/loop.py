@@ -32,9 +32,9 @@ first message starts another tree, as it is another prompt).
 
 They come out as training's records (`docs/training/data.md`): DPO pairs ``{"prompt", "chosen",
 "rejected", "tree_id", "split_group", "lang", "source", "chosen_id", "rejected_id"}`` and RM groups
-``{"prompt", "replies" (best first), "tree_id", "split_group", "lang"}``. An RM group claims a full order, so the replies of one user
-message form a single group only when their pairs order them completely (two drafts and a pick; +1 over
--1); otherwise each pair is a group of two.
+``{"prompt", "replies" (best first), "tree_id", "split_group", "lang"}``. An RM group claims a full
+order, so the replies of one user message form a single group only when their pairs order them
+completely (two drafts and a pick; +1 over -1); otherwise each pair is a group of two.
 """
 
 from __future__ import annotations

@@ -54,13 +54,18 @@ def conversation(session: Session, message: Message) -> list[ChatTurn]:
     return [system, *path] if system else path
 
 
-def _update(session: Session, message_id: str, where: Iterable[Any], **values: Any) -> Message | None:
+def _set(session: Session, message_id: str, where: Iterable[Any], **values: Any) -> bool:
+    """Update the message if it matches ``where``; whether it did."""
     result = session.execute(
         update(Message).where(Message.id == message_id, *where).values(**values),
         execution_options={"synchronize_session": False},
     )
     assert isinstance(result, CursorResult)
-    if result.rowcount != 1:
+    return result.rowcount == 1
+
+
+def _update(session: Session, message_id: str, where: Iterable[Any], **values: Any) -> Message | None:
+    if not _set(session, message_id, where, **values):
         return None
     return session.get(Message, message_id, populate_existing=True)
 
@@ -72,7 +77,7 @@ def start_work(
     if not mark_started(session, message_id, session_id=session_id, worker_key_id=worker_key_id):
         return None
     message = session.get(Message, message_id, populate_existing=True)
-    assert message is not None
+    assert message is not None  # just updated in this transaction
     return WorkRequest(
         id=message.id,
         model=message.model or "",
@@ -84,19 +89,15 @@ def start_work(
 
 def mark_started(session: Session, message_id: str, *, session_id: str, worker_key_id: str) -> bool:
     """``pending → in_progress`` on this worker session; False if the message is no longer pending."""
-    result = session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.state == MessageState.pending.value)
-        .values(
-            state=MessageState.in_progress.value,
-            worker_session=session_id,
-            worker_key_id=worker_key_id,
-            started_at=utcnow(),
-        ),
-        execution_options={"synchronize_session": False},
+    return _set(
+        session,
+        message_id,
+        [Message.state == MessageState.pending.value],
+        state=MessageState.in_progress.value,
+        worker_session=session_id,
+        worker_key_id=worker_key_id,
+        started_at=utcnow(),
     )
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
 
 
 def complete_work(
