@@ -64,6 +64,7 @@ def test_ranking_metrics_perfect_reversed_and_averaged() -> None:
 
 def test_against_scipy() -> None:
     from scipy import stats
+
     rng = random.Random(0)
     for _ in range(50):
         n = rng.randint(2, 7)
